@@ -1,0 +1,107 @@
+"""The scoring agent: takes batches from the features topic and only moves data.
+
+Per batch: read the active model once, call :func:`~.scoring.score_values` (pure), send
+the score records and DLQ entries, wait until the broker confirmed every one of them, and
+only then ack the input events so their offsets can be committed. A crash or SIGTERM in
+between leaves the batch unacked: it is re-delivered (at-least-once), never skipped.
+``noack_take`` is used because ``take`` acks in a ``finally`` even when the body fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from faust.types import EventT, StreamT
+
+from . import metrics
+from .app import app, dlq_topic, features_topic, holder, follower, scores_topic, settings
+from .scoring import BatchOutput, score_values
+
+log = logging.getLogger(__name__)
+
+WAIT_LOG_EVERY_S = 5.0
+
+
+async def wait_for_model() -> None:
+    """Block (without consuming) until a model is active, logging every few seconds."""
+    while not holder.ready.is_set():
+        log.warning("no active model for %r yet: waiting, not consuming (store %s, control topic %s)",
+                    settings.model_name, holder.store.root, settings.topic_control)
+        try:
+            await asyncio.wait_for(holder.ready.wait(), WAIT_LOG_EVERY_S)
+        except asyncio.TimeoutError:
+            pass
+
+
+def _dlq_headers(event: EventT, reason: str, record_index: int | None) -> list[tuple[str, bytes]]:
+    msg = event.message
+    headers = [("error", reason.encode()), ("source-topic", msg.topic.encode()),
+               ("source-partition", str(msg.partition).encode()), ("source-offset", str(msg.offset).encode())]
+    if record_index is not None:
+        headers.append(("source-record-index", str(record_index).encode()))
+    return headers
+
+
+def _fail_batch(values: list[bytes | None], reason: str) -> BatchOutput:
+    """Dead-letter a whole batch when scoring itself failed: nothing is lost or skipped."""
+    from .parsing import Reject
+
+    return BatchOutput(rejects=[Reject(i, v or b"", reason) for i, v in enumerate(values)],
+                       records_in=len(values))
+
+
+async def process_batch(events: list[EventT]) -> None:
+    model = holder.active  # one reference for the whole batch: never a half-swapped model
+    assert model is not None
+    values = [e.message.value for e in events]
+    started = time.perf_counter()
+    try:
+        out = score_values(values, model.bundle)
+    except Exception as exc:  # a model bug must not stall the partition or lose the batch
+        log.exception("scoring failed for a batch of %d messages", len(values))
+        out = _fail_batch(values, f"scoring failed: {exc!r}"[:500])
+    metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
+    producer = app.producer
+    version = model.version.encode()
+    pending = []
+    for idx, value in out.scores:
+        ev = events[idx]
+        pending.append(await producer.send(scores_topic.get_topic_name(), ev.message.key, value, None, None,
+                                           [("model-version", version)]))
+    for rej in out.rejects:
+        ev = events[rej.message_index]
+        pending.append(await producer.send(dlq_topic.get_topic_name(), ev.message.key, rej.value, None, None,
+                                           _dlq_headers(ev, rej.reason, rej.record_index)))
+        metrics.DLQ.labels(reason=metrics.dlq_category(rej.reason)).inc()
+    if pending:
+        await asyncio.gather(*pending)  # broker confirmed every output before we ack inputs
+    metrics.MESSAGES_IN.inc(len(events))
+    metrics.RECORDS_IN.inc(out.records_in)
+    metrics.BATCH_SIZE.observe(len(out.scores))
+    for level in set(out.levels):
+        metrics.RECORDS_SCORED.labels(threat_level=level).inc(out.levels.count(level))
+    for feat, count in out.imputed_counts.items():
+        metrics.IMPUTED.labels(feature=feat).inc(count)
+    now = time.time()
+    for ev in (events[0], events[-1]):
+        ts = ev.message.timestamp
+        if ts:
+            metrics.E2E_LAG.observe(max(0.0, now - ts))
+
+
+@app.agent(features_topic)
+async def score_features(stream: StreamT) -> None:
+    await wait_for_model()
+    within = settings.scorer_batch_wait_ms / 1000.0
+    async for events in stream.noack_take(settings.scorer_batch_max, within=within):
+        await process_batch(list(events))
+        for event in events:
+            await stream.ack(event)
+
+
+@app.task
+async def follow_control() -> None:
+    """Every replica follows the whole control topic (see :mod:`.control_follower`)."""
+    await follower.run()

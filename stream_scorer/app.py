@@ -1,0 +1,63 @@
+"""The scorer's Faust app and its topics: declarations only.
+
+Every replica started with the same ``SCORER_APP_ID`` joins one consumer group, and the
+partitions of the features topic are split between them. Start with ``stream-scorer worker``
+or ``faust -A stream_scorer.app worker``. Agents live in :mod:`.agents`, web views in
+:mod:`.views`; both are imported at the bottom so that importing this module registers them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+
+from .bundle import ModelStore
+from .control_follower import ControlFollower
+from .kafka_config import faust_credentials
+from .model_holder import ModelHolder
+from .settings import get_settings
+
+settings = get_settings()
+#: Faust wants a data directory even with the memory store; nothing durable goes there.
+DATADIR = Path("var") / "faust" / settings.scorer_app_id
+DATADIR.mkdir(parents=True, exist_ok=True)
+
+app = faust.App(
+    settings.scorer_app_id,
+    broker=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers.split(",")],
+    broker_credentials=faust_credentials(settings),
+    store="memory://",
+    autodiscover=False,
+    topic_partitions=settings.topic_partitions,
+    topic_allow_declare=True,
+    consumer_auto_offset_reset="earliest",
+    broker_session_timeout=settings.kafka_session_timeout_s,
+    broker_heartbeat_interval=settings.kafka_heartbeat_s,
+    broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
+    # Commit often: on a crash at most this much is re-scored (at-least-once, never lost).
+    broker_commit_interval=1.0,
+    producer_acks=-1,
+    producer_linger_ms=1,
+    stream_buffer_maxsize=max(4096, 2 * settings.scorer_batch_max),
+    web_port=settings.scorer_web_port,
+    web_bind=settings.scorer_web_host,
+    web_host=settings.scorer_web_host,
+    datadir=str(DATADIR),
+)
+
+features_topic = app.topic(settings.topic_features, key_type=bytes, value_type=bytes,
+                           key_serializer="raw", value_serializer="raw",
+                           partitions=settings.topic_partitions)
+scores_topic = app.topic(settings.topic_scores, key_serializer="raw", value_serializer="raw",
+                         partitions=settings.topic_partitions)
+dlq_topic = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw",
+                      partitions=settings.topic_partitions)
+
+holder = ModelHolder(ModelStore(settings.model_store), settings.model_name, nthreads=settings.scorer_threads)
+follower = ControlFollower(settings, holder)
+
+from . import agents, views  # noqa: E402,F401  (registers the agent and the web views)
+
+if __name__ == "__main__":
+    app.main()

@@ -1,0 +1,404 @@
+"""The model bundle format and the versioned model store: the only code that touches bundle files.
+
+Layout (see the contract)::
+
+    MODEL_STORE/<model>/<version>/manifest.json   format version, features, medians, weights,
+                                                   thresholds, drift digest, metrics, sha256 of files
+    MODEL_STORE/<model>/<version>/eif.isotree     isotree's own serialisation
+    MODEL_STORE/<model>/<version>/ae.pt           torch state dict (weights_only loadable)
+    MODEL_STORE/<model>/<version>/xgb.ubj         optional, XGBoost UBJSON
+    MODEL_STORE/<model>/CURRENT                   name of the active version
+    MODEL_STORE/<model>/.lock                     held by a trainer while it writes
+
+A bundle is written under a ``.tmp-`` name and renamed into place, so a reader never sees a
+half-written one; :func:`load_bundle` verifies every checksum before any model file is
+parsed. Nothing here uses pickle. The trainer and the scorer both import this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from .detectors import AutoencoderDetector, EIFDetector, XGBDetector
+from .detectors import autoencoder as ae_mod
+from .detectors import eif as eif_mod
+from .detectors import xgb as xgb_mod
+from .ensemble import Ensemble, impute
+from .errors import BundleError, ControlError, StoreLockedError
+from .features import SCORE_LEVELS
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+TMP_PREFIX = ".tmp-"
+#: The only files a manifest may reference: plain names, never paths.
+ALLOWED_FILES = frozenset({eif_mod.FILENAME, ae_mod.FILENAME, xgb_mod.FILENAME})
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_FEATURE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def check_name(value: str, what: str) -> str:
+    """Refuse model names and versions that could escape the store (``..``, ``/``)."""
+    if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+        raise BundleError(f"unsafe {what} {value!r}: letters, digits, '.', '_', '-' only")
+    return value
+
+
+def new_version(now: datetime | None = None) -> str:
+    """A sortable, unique version id such as ``20261124T221000Z-3f2a``."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now.strftime('%Y%m%dT%H%M%S')}{now.microsecond // 1000:03d}Z-{secrets.token_hex(2)}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- the store -------------------------------------------------------------------------
+
+class ModelStore:
+    """Versioned bundles of each model under one root directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        if isinstance(root, str) and root.startswith("file://"):
+            root = unquote(urlparse(root).path)
+        self.root = Path(root).expanduser().resolve()
+
+    def model_dir(self, model: str) -> Path:
+        return self.root / check_name(model, "model name")
+
+    def bundle_dir(self, model: str, version: str) -> Path:
+        return self.model_dir(model) / check_name(version, "version")
+
+    def uri(self, model: str, version: str) -> str:
+        return self.bundle_dir(model, version).as_uri()
+
+    def resolve_uri(self, uri: str, model: str, version: str) -> Path:
+        """The bundle directory a control message's ``uri`` names, refused unless it is
+        exactly ``<store>/<model>/<version>`` (no other scheme, no traversal, no symlink out)."""
+        parsed = urlparse(uri)
+        if parsed.scheme not in ("file", "") or (parsed.netloc not in ("", "localhost")):
+            raise ControlError(f"uri {uri!r}: only file:// URLs inside the model store are accepted")
+        expected = self.bundle_dir(model, version)
+        path = Path(unquote(parsed.path))
+        if not path.is_absolute():
+            path = self.root / path
+        if os.path.normpath(path) != str(expected):
+            raise ControlError(f"uri {uri!r} does not name {expected} in the model store")
+        if expected.exists() and not str(expected.resolve()).startswith(str(self.root) + os.sep):
+            raise ControlError(f"uri {uri!r} resolves outside the model store")
+        return expected
+
+    def versions(self, model: str) -> list[str]:
+        """Complete versions, oldest first (ids sort by time)."""
+        base = self.model_dir(model)
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+    def current(self, model: str) -> str | None:
+        try:
+            version = (self.model_dir(model) / CURRENT).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return version or None
+
+    def set_current(self, model: str, version: str) -> None:
+        """Point ``CURRENT`` at a version atomically (write a temp file, then rename)."""
+        if not (self.bundle_dir(model, version) / MANIFEST).is_file():
+            raise BundleError(f"cannot make {model}/{version} current: no such bundle")
+        base = self.model_dir(model)
+        tmp = base / f"{TMP_PREFIX}{CURRENT}-{secrets.token_hex(4)}"
+        tmp.write_text(version + "\n")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, base / CURRENT)
+        _fsync_dir(base)
+
+    def purge(self, model: str, keep: int) -> list[str]:
+        """Delete all but the newest ``keep`` versions, never the current one; also remove
+        leftovers of interrupted writes. Returns the versions removed."""
+        current = self.current(model)
+        versions = self.versions(model)
+        doomed = [v for v in versions[:-keep] if v != current] if keep > 0 else []
+        for version in doomed:
+            shutil.rmtree(self.bundle_dir(model, version), ignore_errors=True)
+        base = self.model_dir(model)
+        if base.is_dir():
+            for leftover in base.glob(TMP_PREFIX + "*"):
+                if time.time() - leftover.stat().st_mtime > 3600:
+                    shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+        return doomed
+
+    @contextlib.contextmanager
+    def lock(self, model: str, wait_s: float = 0.0) -> Iterator[None]:
+        """Exclusive writer lock per model, so two trainers never interleave writes."""
+        base = self.model_dir(model)
+        base.mkdir(parents=True, exist_ok=True)
+        fh = open(base / ".lock", "a+")
+        deadline = time.monotonic() + wait_s
+        try:
+            while True:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StoreLockedError(
+                            f"model store {base} is locked by another trainer") from None
+                    time.sleep(0.2)
+            yield
+        finally:
+            fh.close()
+
+
+# --- writing ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BundleInfo:
+    model: str
+    version: str
+    path: Path
+    uri: str
+    manifest_sha256: str
+    size_bytes: int
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def build_manifest(ensemble: Ensemble, *, model: str, version: str,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest body (without file checksums) for a fitted ensemble."""
+    for name in ensemble.features:
+        if not _FEATURE_NAME.match(name):
+            raise BundleError(f"feature name {name!r} is not an identifier")
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "model_name": model,
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "features": list(ensemble.features),
+        "medians": [float(m) for m in ensemble.medians],
+        "weights": {"ae": ensemble.ae_weight, "xgb": ensemble.xgb_weight},
+        "thresholds": {k: float(ensemble.thresholds[k]) for k in SCORE_LEVELS[1:]},
+        "eif": {"file": eif_mod.FILENAME, "params": ensemble.eif.params()},
+        "ae": ({"file": ae_mod.FILENAME, **ensemble.ae.state()} if ensemble.ae is not None else None),
+        "xgb": ({"file": xgb_mod.FILENAME, "params": ensemble.xgb.params()} if ensemble.xgb is not None else None),
+    }
+    manifest.update(extra or {})
+    return manifest
+
+
+def smoke_section(ensemble: Ensemble, rows: np.ndarray) -> dict[str, Any]:
+    """A few baseline rows and their expected combined scores, for the load-time smoke test."""
+    filled, _ = impute(np.asarray(rows, dtype=np.float64), ensemble.medians)
+    expected = ensemble.score(filled).anomaly
+    return {"rows": filled.tolist(), "expected": expected.tolist()}
+
+
+def write_bundle(store: ModelStore, ensemble: Ensemble, *, model: str, version: str | None = None,
+                 extra: dict[str, Any] | None = None, smoke_rows: np.ndarray | None = None) -> BundleInfo:
+    """Write a bundle under a temporary name, fsync it, then rename it into place.
+
+    The caller points ``CURRENT`` at it and announces it only after this returns.
+    """
+    version = check_name(version or new_version(), "version")
+    final = store.bundle_dir(model, version)
+    if final.exists():
+        raise BundleError(f"bundle {model}/{version} already exists")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f"{TMP_PREFIX}{version}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        files = [ensemble.eif.save(tmp)]
+        if ensemble.ae is not None:
+            files.append(ensemble.ae.save(tmp))
+        if ensemble.xgb is not None:
+            files.append(ensemble.xgb.save(tmp))
+        manifest = build_manifest(ensemble, model=model, version=version, extra=extra)
+        if smoke_rows is not None and len(smoke_rows):
+            manifest["smoke"] = smoke_section(ensemble, smoke_rows)
+        manifest["files"] = {name: sha256_file(tmp / name) for name in files}
+        body = json.dumps(manifest, default=_json_default, indent=1, allow_nan=False).encode()
+        (tmp / MANIFEST).write_bytes(body)
+        for name in [*files, MANIFEST]:
+            with open(tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        os.rename(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(p.stat().st_size for p in final.iterdir())
+    return BundleInfo(model, version, final, final.as_uri(), hashlib.sha256(body).hexdigest(), size)
+
+
+# --- reading ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    """A verified, loaded bundle: the ensemble plus its manifest."""
+
+    model: str
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+    manifest_sha256: str
+    ensemble: Ensemble
+    size_bytes: int
+
+
+def read_manifest(path: Path, expected_sha256: str | None = None) -> tuple[dict[str, Any], str]:
+    """Read, size-check, checksum and structurally validate a manifest; open no model file."""
+    mpath = path / MANIFEST
+    try:
+        size = mpath.stat().st_size
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no {MANIFEST}") from None
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{mpath}: manifest of {size} bytes exceeds {MAX_MANIFEST_BYTES}")
+    body = mpath.read_bytes()
+    digest = hashlib.sha256(body).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise BundleError(f"{mpath}: sha256 {digest[:12]}… differs from the announced {expected_sha256[:12]}…")
+    try:
+        manifest = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{mpath}: not valid JSON ({exc})") from None
+    _validate_manifest(manifest, mpath)
+    return manifest, digest
+
+
+def _validate_manifest(m: Any, where: Path) -> None:
+    def bad(reason: str) -> BundleError:
+        return BundleError(f"{where}: {reason}")
+
+    if not isinstance(m, dict):
+        raise bad("manifest is not a JSON object")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise bad(f"format_version {m.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+    feats = m.get("features")
+    if not isinstance(feats, list) or not feats or not all(isinstance(f, str) and _FEATURE_NAME.match(f) for f in feats):
+        raise bad("features must be a non-empty list of identifiers")
+    if len(set(feats)) != len(feats):
+        raise bad("features lists a name twice")
+    medians = m.get("medians")
+    if not isinstance(medians, list) or len(medians) != len(feats) or not all(
+            isinstance(v, (int, float)) and np.isfinite(v) for v in medians):
+        raise bad("medians must be one finite number per feature")
+    thresholds = m.get("thresholds")
+    if not isinstance(thresholds, dict) or any(not isinstance(thresholds.get(k), (int, float)) for k in SCORE_LEVELS[1:]):
+        raise bad(f"thresholds must give a number for each of {', '.join(SCORE_LEVELS[1:])}")
+    cuts = [thresholds[k] for k in SCORE_LEVELS[1:]]
+    if cuts != sorted(cuts):
+        raise bad("thresholds must increase from LOW to CRITICAL")
+    files = m.get("files")
+    if not isinstance(files, dict) or not files:
+        raise bad("files must map file names to sha256")
+    for name, digest in files.items():
+        if name not in ALLOWED_FILES:
+            raise bad(f"references {name!r}, which is not one of {', '.join(sorted(ALLOWED_FILES))}")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise bad(f"sha256 of {name} is malformed")
+    for member, fname in (("eif", eif_mod.FILENAME), ("ae", ae_mod.FILENAME), ("xgb", xgb_mod.FILENAME)):
+        section = m.get(member)
+        if section is None:
+            if member == "eif":
+                raise bad("has no eif section")
+            continue
+        if not isinstance(section, dict) or section.get("file") != fname or fname not in files:
+            raise bad(f"{member} section must name {fname}, listed under files")
+    weights = m.get("weights", {})
+    if not isinstance(weights, dict) or not all(
+            isinstance(weights.get(k, 0.0), (int, float)) and 0.0 <= weights.get(k, 0.0) <= 1.0 for k in ("ae", "xgb")):
+        raise bad("weights must be numbers in [0, 1]")
+
+
+def verify_files(path: Path, manifest: dict[str, Any]) -> int:
+    """Check every listed file's sha256; return the total size. Opens no model parser."""
+    total = 0
+    for name, expected in manifest["files"].items():
+        fpath = path / name
+        if fpath.is_symlink() or not fpath.is_file():
+            raise BundleError(f"{path}: {name} is missing or not a regular file")
+        actual = sha256_file(fpath)
+        if actual != expected:
+            raise BundleError(f"{path}: sha256 of {name} is {actual[:12]}…, manifest says {expected[:12]}…")
+        total += fpath.stat().st_size
+    return total
+
+
+def load_bundle(path: Path, *, expected_manifest_sha256: str | None = None, nthreads: int = 1) -> LoadedBundle:
+    """Verify, then load a bundle. Raises :class:`BundleError` with the reason on any problem."""
+    path = Path(path)
+    manifest, digest = read_manifest(path, expected_manifest_sha256)
+    size = verify_files(path, manifest) + (path / MANIFEST).stat().st_size
+    features = tuple(manifest["features"])
+    n = len(features)
+    eif = EIFDetector.load(path / eif_mod.FILENAME, manifest["eif"].get("params", {}), n, nthreads=nthreads)
+    ae = AutoencoderDetector.load(path / ae_mod.FILENAME, manifest["ae"], n) if manifest.get("ae") else None
+    xgb = (XGBDetector.load(path / xgb_mod.FILENAME, manifest["xgb"].get("params", {}), nthreads=nthreads)
+           if manifest.get("xgb") else None)
+    weights = manifest.get("weights", {})
+    ensemble = Ensemble(features=features, medians=np.asarray(manifest["medians"], dtype=np.float64),
+                        eif=eif, ae=ae, xgb=xgb, ae_weight=float(weights.get("ae", 0.3)),
+                        xgb_weight=float(weights.get("xgb", 0.2)),
+                        thresholds={k: float(v) for k, v in manifest["thresholds"].items()})
+    return LoadedBundle(model=str(manifest.get("model_name", path.parent.name)),
+                        version=str(manifest.get("version", path.name)), path=path, manifest=manifest,
+                        manifest_sha256=digest, ensemble=ensemble, size_bytes=size)
+
+
+def smoke_check(bundle: LoadedBundle) -> None:
+    """Score the manifest's own smoke rows: finite, in [0, 1], the right count, and equal to
+    the scores the trainer recorded. Catches a bundle that loads but scores garbage."""
+    smoke = bundle.manifest.get("smoke")
+    ens = bundle.ensemble
+    if smoke and smoke.get("rows"):
+        rows = np.asarray(smoke["rows"], dtype=np.float64)
+    else:  # no recorded rows: the medians are always a valid input
+        rows = ens.medians[np.newaxis, :]
+    if rows.ndim != 2 or rows.shape[1] != ens.n_features:
+        raise BundleError(f"{bundle.path}: smoke rows have {rows.shape[-1]} columns, bundle has {ens.n_features} features")
+    scores = ens.score(rows).anomaly
+    if scores.shape != (len(rows),) or not np.all(np.isfinite(scores)) or scores.min() < 0 or scores.max() > 1:
+        raise BundleError(f"{bundle.path}: smoke scores are not finite values in [0, 1]")
+    expected = smoke.get("expected") if smoke else None
+    if expected is not None and not np.allclose(scores, np.asarray(expected, dtype=np.float64), atol=1e-5):
+        raise BundleError(f"{bundle.path}: smoke scores differ from those recorded at training")

@@ -1,0 +1,263 @@
+"""``stream-scorer``: the scorer's command line.
+
+Subcommands: ``worker`` (a scoring replica), ``produce`` (send feature records from a file
+or the simulator), ``status`` (which versions are active), ``sink`` (scores into
+ClickHouse) and ``demo`` (the whole loop on the embedded default). Every setting is also a
+flag; a bad value stops the command with one line naming the setting (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import orjson
+
+from .errors import ConfigError, Ja4StreamError
+from .settings import Settings, add_setting_flags, load_settings, use_settings
+
+log = logging.getLogger("stream_scorer")
+
+
+def setup_logging(settings: Settings) -> None:
+    from .logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+
+
+# --- worker ----------------------------------------------------------------------------
+
+def ensure_topics(settings: Settings, topics: Sequence[str]) -> None:
+    """Create the given topics with TOPIC_PARTITIONS partitions when missing."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from .kafka_config import confluent_config
+
+    admin = AdminClient(confluent_config(settings))
+    existing = set(admin.list_topics(timeout=15).topics)
+    new = [NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+           for t in topics if t not in existing]
+    if not new:
+        return
+    for topic, fut in admin.create_topics(new, operation_timeout=15).items():
+        try:
+            fut.result()
+        except Exception as exc:  # already created by a concurrent replica is fine
+            if "exist" not in str(exc).lower():
+                raise
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    use_settings(settings)
+    setup_logging(settings)
+    ensure_topics(settings, [settings.topic_features, settings.topic_scores, settings.topic_dlq])
+    from faust.worker import Worker
+
+    from .app import app
+
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    # Faust configures its own logging at start; keep ours (and JSON lines when asked).
+    worker.on_setup_root_logger = lambda logger, level: setup_logging(settings)  # type: ignore[method-assign]
+    worker.execute_from_commandline()
+    return 0
+
+
+# --- produce ---------------------------------------------------------------------------
+
+def _read_file(path: Path) -> Iterator[dict[str, Any]]:
+    """Records from NDJSON (one object or array per line) or CSV (numbers parsed)."""
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                rec: dict[str, Any] = {}
+                for k, v in row.items():
+                    if v is None or v == "":
+                        continue
+                    try:
+                        rec[k] = float(v) if any(c in v for c in ".eE") else int(v)
+                    except ValueError:
+                        rec[k] = v
+                yield rec
+        return
+    with open(path, "rb") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            doc = orjson.loads(line)
+            if isinstance(doc, list):
+                yield from doc
+            else:
+                yield doc
+
+
+def _simulated(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    from .simulator import TrafficSimulator
+
+    sim = TrafficSimulator(seed=args.seed, bot_share=args.bot_share)
+    sent = 0
+    while args.count is None or sent < args.count:
+        chunk = 5000 if args.count is None else min(5000, args.count - sent)
+        recs = sim.campaign(chunk) if args.campaign else sim.records(chunk)
+        for rec in recs:
+            if not args.with_truth:
+                rec.pop("label", None)
+                rec.pop("bot_kind", None)
+            yield rec
+        sent += chunk
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from confluent_kafka import Producer
+
+    from .kafka_config import confluent_config
+
+    setup_logging(settings)
+    ensure_topics(settings, [settings.topic_features])
+    producer = Producer({**confluent_config(settings), "linger.ms": 5, "queue.buffering.max.messages": 1_000_000})
+    if args.file:
+        source: Iterator[dict[str, Any]] = _read_file(Path(args.file))
+    else:
+        source = _simulated(args)
+    started = time.monotonic()
+    sent = messages = 0
+    envelope: list[dict[str, Any]] = []
+
+    def flush_envelope() -> None:
+        nonlocal messages
+        if envelope:
+            key = str(envelope[0].get("src_ip", "")).encode()
+            producer.produce(settings.topic_features, orjson.dumps(envelope if args.envelope > 1 else envelope[0]), key)
+            messages += 1
+            envelope.clear()
+            producer.poll(0)
+
+    for rec in source:
+        envelope.append(rec)
+        sent += 1
+        if len(envelope) >= args.envelope:
+            flush_envelope()
+        if args.rate:
+            ahead = sent / args.rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+        if args.count is not None and args.file and sent >= args.count:
+            break
+    flush_envelope()
+    left = producer.flush(60)
+    took = time.monotonic() - started
+    print(f"produced {sent} records in {messages} messages to {settings.topic_features} "
+          f"in {took:.1f}s ({sent / max(took, 1e-9):.0f} records/s){'; UNDELIVERED: ' + str(left) if left else ''}")
+    return 1 if left else 0
+
+
+# --- status ----------------------------------------------------------------------------
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+    import urllib.request
+
+    from .status import latest_control_messages
+
+    latest = latest_control_messages(settings)
+    print(f"control topic {settings.topic_control}:")
+    if not latest:
+        print("  (no activate messages)")
+    for model, msg in sorted(latest.items()):
+        print(f"  {model}: version {msg.get('version')} issued {msg.get('issued_at')} by {msg.get('issued_by')}"
+              f"{' (rollback)' if msg.get('rollback') else ''}")
+    rc = 0
+    for url in args.replica or []:
+        target = url.rstrip("/") + "/model"
+        try:
+            with urllib.request.urlopen(target, timeout=3) as resp:
+                info = json.loads(resp.read())
+            active = info.get("active") or {}
+            print(f"replica {url}: {active.get('model_name')} {active.get('model_version')} "
+                  f"loaded {active.get('loaded_at')} partitions {info.get('partitions')}")
+        except Exception as exc:
+            print(f"replica {url}: unreachable ({exc})")
+            rc = 1
+    return rc
+
+
+# --- parser ----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stream-scorer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("worker", help="run a scoring replica (joins the SCORER_APP_ID consumer group)")
+    add_setting_flags(p)
+
+    p = sub.add_parser("produce", help="send feature records to the features topic")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--file", help="NDJSON or CSV file of feature records")
+    src.add_argument("--simulate", action="store_true", help="use the built-in traffic simulator (default)")
+    p.add_argument("--count", type=int, default=None, help="records to send (simulator default: 10000)")
+    p.add_argument("--rate", type=float, default=None, help="records per second (default: as fast as possible)")
+    p.add_argument("--bot-share", type=float, default=0.1, help="simulator: share of bot records")
+    p.add_argument("--campaign", action="store_true", help="simulator: a bot campaign impersonating a browser")
+    p.add_argument("--envelope", type=int, default=1, help="records per message (1 = one object per message)")
+    p.add_argument("--seed", type=int, default=0, help="simulator seed")
+    p.add_argument("--with-truth", action="store_true", help="simulator: keep the label/bot_kind fields")
+    add_setting_flags(p)
+
+    p = sub.add_parser("status", help="print the active model versions")
+    p.add_argument("--replica", action="append", help="a replica's web URL (http://host:port); repeatable")
+    add_setting_flags(p)
+
+    p = sub.add_parser("sink", help="insert score records into ClickHouse ml_all_scores")
+    add_setting_flags(p)
+
+    p = sub.add_parser("demo", help="run the whole loop on the embedded default")
+    p.add_argument("--duration", type=float, default=120.0, help="seconds of live traffic (default 120)")
+    p.add_argument("--rate", type=float, default=500.0, help="records per second of live traffic")
+    p.add_argument("--replicas", type=int, default=2, help="scorer replicas")
+    p.add_argument("--var", default="./var", help="state directory (reused between runs)")
+    p.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live view")
+    add_setting_flags(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args=args)
+        if args.command == "produce":
+            if not 1 <= args.envelope <= 100_000:
+                raise ConfigError("--envelope: must be between 1 and 100000")
+            if args.file is None and args.count is None:
+                args.count = 10_000
+        if args.command == "worker":
+            return cmd_worker(settings, args)
+        if args.command == "produce":
+            return cmd_produce(settings, args)
+        if args.command == "status":
+            return cmd_status(settings, args)
+        if args.command == "sink":
+            from .sink import run_sink
+
+            return run_sink(settings)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(settings, args)
+    except ConfigError as exc:
+        print(f"stream-scorer: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except Ja4StreamError as exc:
+        print(f"stream-scorer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

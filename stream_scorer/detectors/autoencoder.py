@@ -1,0 +1,163 @@
+"""Autoencoder adapter: reconstruction error of a small dense network, as in the original.
+
+Architecture n -> 64 -> 32 -> 16 -> 32 -> 64 -> n with BatchNorm and ReLU, sigmoid output
+on min-max scaled input, per-record MSE. The raw error is unbounded, so ``score`` maps it
+into (0, 1) against the error distribution on the (human) validation split:
+``err / (err + ref)`` with ``ref`` = its 99th percentile, i.e. 0.5 where a record
+reconstructs as badly as the worst 1 % of humans. The map is strictly increasing, so it
+keeps the ranking of the raw error. Weights are a plain state dict loaded with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import BundleError, NotFittedError
+
+FILENAME = "ae.pt"
+DEFAULT_HIDDEN: tuple[int, ...] = (64, 32, 16, 32, 64)
+#: Scaled inputs are clipped to this range: far outliers stay far without overflowing.
+_SCALED_CLIP = (-10.0, 11.0)
+
+
+def build_network(n_features: int, hidden: tuple[int, ...] = DEFAULT_HIDDEN) -> nn.Sequential:
+    """The autoencoder's layers; the state dict's keys depend on this exact order."""
+    layers: list[nn.Module] = []
+    width = n_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU()]
+        width = h
+    layers += [nn.Linear(width, n_features), nn.Sigmoid()]
+    return nn.Sequential(*layers)
+
+
+class AutoencoderDetector:
+    """Dense autoencoder trained on the human baseline; high error = unlike the baseline."""
+
+    def __init__(self, *, hidden: tuple[int, ...] = DEFAULT_HIDDEN, epochs: int = 30,
+                 batch_size: int = 256, learning_rate: float = 1e-3, ref_quantile: float = 0.99,
+                 random_seed: int = 1) -> None:
+        self.hidden = tuple(hidden)
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.ref_quantile = ref_quantile
+        self.random_seed = random_seed
+        self.net_: nn.Sequential | None = None
+        self.min_: np.ndarray | None = None
+        self.range_: np.ndarray | None = None
+        self.error_ref_: float | None = None
+        self.loss_curve_: list[float] = []
+        self.val_loss_curve_: list[float] = []
+
+    def params(self) -> dict[str, Any]:
+        return {"hidden": list(self.hidden), "epochs": self.epochs, "batch_size": self.batch_size,
+                "learning_rate": self.learning_rate, "ref_quantile": self.ref_quantile}
+
+    # -- scaling ------------------------------------------------------------------------
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        assert self.min_ is not None and self.range_ is not None
+        scaled = (np.asarray(X, dtype=np.float64) - self.min_) / self.range_
+        return np.clip(scaled, *_SCALED_CLIP).astype(np.float32)
+
+    def _errors(self, scaled: np.ndarray) -> np.ndarray:
+        assert self.net_ is not None
+        self.net_.eval()
+        with torch.inference_mode():
+            x = torch.from_numpy(scaled)
+            recon = self.net_(x)
+            return ((recon - x) ** 2).mean(dim=1).double().numpy()
+
+    # -- fit / score --------------------------------------------------------------------
+    def fit(self, X: np.ndarray, X_val: np.ndarray | None = None,
+            progress: Callable[[int, float], None] | None = None) -> "AutoencoderDetector":
+        """Train on ``X``; the error reference comes from ``X_val`` (or ``X`` if absent)."""
+        X = np.asarray(X, dtype=np.float64)
+        torch.manual_seed(self.random_seed)
+        rng = np.random.default_rng(self.random_seed)
+        self.min_ = X.min(axis=0)
+        rng_ = X.max(axis=0) - self.min_
+        self.range_ = np.where(rng_ > 0, rng_, 1.0)
+        data = self._scale(X)
+        val = self._scale(X_val) if X_val is not None and len(X_val) else None
+        self.net_ = build_network(X.shape[1], self.hidden)
+        opt = torch.optim.Adam(self.net_.parameters(), lr=self.learning_rate)
+        loss_fn = nn.MSELoss()
+        tensor = torch.from_numpy(data)
+        bs = max(2, min(self.batch_size, len(data)))
+        self.loss_curve_, self.val_loss_curve_ = [], []
+        for epoch in range(self.epochs):
+            self.net_.train()
+            order = rng.permutation(len(data))
+            total, count = 0.0, 0
+            for start in range(0, len(order), bs):
+                idx = order[start:start + bs]
+                if len(idx) < 2:  # BatchNorm needs two rows
+                    continue
+                batch = tensor[idx]
+                opt.zero_grad()
+                loss = loss_fn(self.net_(batch), batch)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+            self.loss_curve_.append(total / max(count, 1))
+            if val is not None:
+                self.val_loss_curve_.append(float(self._errors(val).mean()))
+            if progress is not None:
+                progress(epoch + 1, self.loss_curve_[-1])
+        ref_errors = self._errors(val if val is not None else data)
+        self.error_ref_ = float(max(np.quantile(ref_errors, self.ref_quantile), 1e-12))
+        return self
+
+    def raw_errors(self, X: np.ndarray) -> np.ndarray:
+        if self.net_ is None:
+            raise NotFittedError("AutoencoderDetector used before fit/load")
+        return self._errors(self._scale(X))
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        err = self.raw_errors(X)
+        assert self.error_ref_ is not None
+        return err / (err + self.error_ref_)
+
+    # -- persistence --------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """JSON-safe constants that go into the manifest next to the weights file."""
+        assert self.min_ is not None and self.range_ is not None
+        return {"params": self.params(), "min": self.min_.tolist(), "range": self.range_.tolist(),
+                "error_ref": self.error_ref_}
+
+    def save(self, directory: Path) -> str:
+        if self.net_ is None:
+            raise NotFittedError("AutoencoderDetector.save called before fit")
+        torch.save(self.net_.state_dict(), directory / FILENAME)
+        return FILENAME
+
+    @classmethod
+    def load(cls, path: Path, state: dict[str, Any], n_features: int) -> "AutoencoderDetector":
+        params = state.get("params", {})
+        det = cls(hidden=tuple(params.get("hidden", DEFAULT_HIDDEN)),
+                  ref_quantile=float(params.get("ref_quantile", 0.99)))
+        try:
+            det.min_ = np.asarray(state["min"], dtype=np.float64)
+            det.range_ = np.asarray(state["range"], dtype=np.float64)
+            det.error_ref_ = float(state["error_ref"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"manifest: autoencoder constants unusable ({exc})") from exc
+        if det.min_.shape != (n_features,) or det.range_.shape != (n_features,):
+            raise BundleError("manifest: autoencoder scaling does not match the feature count")
+        net = build_network(n_features, det.hidden)
+        try:
+            weights = torch.load(path, weights_only=True, map_location="cpu")
+            net.load_state_dict(weights)
+        except Exception as exc:  # torch raises several unrelated types here
+            raise BundleError(f"{path.name}: not a usable autoencoder state dict ({exc})") from exc
+        net.eval()
+        det.net_ = net
+        return det

@@ -1,0 +1,95 @@
+"""XGBoost classifier adapter: the supervised member, present only when labels exist.
+
+``score`` is the positive-class probability (bot = 1), computed with ``inplace_predict``
+(no DMatrix copy). Stored as XGBoost UBJSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from ..errors import BundleError, NotFittedError
+
+FILENAME = "xgb.ubj"
+
+
+class XGBDetector:
+    """Gradient-boosted trees on the same features, trained on analyst/score labels."""
+
+    def __init__(self, *, n_estimators: int = 200, max_depth: int = 6, learning_rate: float = 0.1,
+                 scale_pos_weight: float | None = None, nthreads: int = 1, random_seed: int = 1) -> None:
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.scale_pos_weight = scale_pos_weight
+        self.nthreads = nthreads
+        self.random_seed = random_seed
+        self.booster_: xgb.Booster | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"n_estimators": self.n_estimators, "max_depth": self.max_depth,
+                "learning_rate": self.learning_rate, "scale_pos_weight": self.scale_pos_weight}
+
+    def _classifier(self) -> xgb.XGBClassifier:
+        return xgb.XGBClassifier(
+            n_estimators=self.n_estimators, max_depth=self.max_depth,
+            learning_rate=self.learning_rate, scale_pos_weight=self.scale_pos_weight,
+            n_jobs=self.nthreads, random_state=self.random_seed, tree_method="hist",
+            eval_metric="logloss")
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "XGBDetector":
+        y = np.asarray(y, dtype=np.int32)
+        if self.scale_pos_weight is None:
+            pos = max(int(y.sum()), 1)
+            self.scale_pos_weight = float((len(y) - pos) / pos)
+        clf = self._classifier().fit(np.asarray(X, dtype=np.float64), y)
+        self.booster_ = clf.get_booster()
+        return self
+
+    def predict_proba_oof(self, X: np.ndarray, y: np.ndarray, folds: int = 5,
+                          seed: int = 1) -> np.ndarray:
+        """Out-of-fold probabilities of both classes, for label-noise filtering."""
+        from sklearn.model_selection import StratifiedKFold
+
+        y = np.asarray(y, dtype=np.int32)
+        proba = np.zeros((len(y), 2), dtype=np.float64)
+        n_splits = max(2, min(folds, int(np.bincount(y, minlength=2).min())))
+        for train, test in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, y):
+            clf = self._classifier().fit(X[train], y[train])
+            proba[test] = clf.predict_proba(X[test])
+        return proba
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        if self.booster_ is None:
+            raise NotFittedError("XGBDetector.score called before fit/load")
+        return np.asarray(self.booster_.inplace_predict(np.asarray(X, dtype=np.float64)),
+                          dtype=np.float64)
+
+    def set_threads(self, nthreads: int) -> None:
+        self.nthreads = nthreads
+        if self.booster_ is not None:
+            self.booster_.set_param({"nthread": nthreads})
+
+    def save(self, directory: Path) -> str:
+        if self.booster_ is None:
+            raise NotFittedError("XGBDetector.save called before fit")
+        self.booster_.save_model(str(directory / FILENAME))
+        return FILENAME
+
+    @classmethod
+    def load(cls, path: Path, params: dict[str, Any], nthreads: int = 1) -> "XGBDetector":
+        det = cls(**{k: v for k, v in params.items() if k in
+                     ("n_estimators", "max_depth", "learning_rate", "scale_pos_weight")},
+                  nthreads=nthreads)
+        booster = xgb.Booster()
+        try:
+            booster.load_model(str(path))
+        except xgb.core.XGBoostError as exc:
+            raise BundleError(f"{path.name}: not a readable XGBoost model ({exc})") from exc
+        booster.set_param({"nthread": nthreads})
+        det.booster_ = booster
+        return det

@@ -1,0 +1,42 @@
+"""Prometheus metrics of a scorer replica (served at ``/metrics`` by the Faust web server).
+
+Declared once at import; the agent and the model holder only increment them. Label values
+are bounded: DLQ reasons are reduced to a category, features come from the bundle.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RECORDS_IN = Counter("ja4_records_in_total", "Feature records received (envelopes counted per record)", registry=REGISTRY)
+MESSAGES_IN = Counter("ja4_messages_in_total", "Kafka messages received on the features topic", registry=REGISTRY)
+RECORDS_SCORED = Counter("ja4_records_scored_total", "Score records produced", ["threat_level"], registry=REGISTRY)
+DLQ = Counter("ja4_dlq_total", "Inputs dead-lettered, by reason", ["reason"], registry=REGISTRY)
+IMPUTED = Counter("ja4_imputed_features_total", "Feature values imputed with the training median", ["feature"], registry=REGISTRY)
+BATCH_SIZE = Histogram("ja4_batch_records", "Records per scoring batch", registry=REGISTRY,
+                       buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000))
+SCORING_SECONDS = Histogram("ja4_batch_scoring_seconds", "Time to parse and score one batch", registry=REGISTRY,
+                            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+E2E_LAG = Histogram("ja4_end_to_end_lag_seconds", "Now minus the input message's produce timestamp", registry=REGISTRY,
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+CONSUMER_LAG = Gauge("ja4_consumer_lag_records", "High watermark minus committed offset", ["partition"], registry=REGISTRY)
+MODEL_INFO = Info("ja4_active_model", "The model version this replica serves", registry=REGISTRY)
+RELOADS = Counter("ja4_reloads_total", "Control messages and reloads by outcome", ["outcome"], registry=REGISTRY)
+RSS_BYTES = Gauge("ja4_process_rss_bytes", "Resident memory of the worker", registry=REGISTRY)
+
+
+def dlq_category(reason: str) -> str:
+    """A bounded label for a DLQ reason."""
+    if reason.startswith("not valid JSON"):
+        return "invalid_json"
+    if "missing key field" in reason or "empty key field" in reason or "key field" in reason:
+        return "missing_key"
+    if reason.startswith("empty"):
+        return "empty"
+    if "scoring failed" in reason:
+        return "scoring_error"
+    if "no model" in reason:
+        return "no_model"
+    return "not_object"

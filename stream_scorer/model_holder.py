@@ -1,0 +1,187 @@
+"""The live model of a replica, and hot reload as explicit steps.
+
+announce (a parsed, verified :class:`ControlMessage`) -> resolve (the uri must name
+``<store>/<model>/<version>``) -> fetch + verify + load (off the event loop, in a thread)
+-> smoke-score (the manifest's own rows) -> swap (one reference assignment).
+
+The scoring agent reads :attr:`ModelHolder.active` once per batch, so a batch is scored by
+exactly one fully loaded model and every score record names the version that scored it.
+Any failed step keeps the previous model serving and is counted by reason. The old bundle
+is released when nothing references it any more (the agent drops its reference at the end
+of the batch), so repeated reloads do not grow memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .bundle import LoadedBundle, ModelStore, load_bundle, smoke_check
+from .control import ControlMessage
+from .errors import BundleError, ControlError
+from .metrics import MODEL_INFO, RELOADS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    """What a replica serves: immutable, replaced as a whole on every swap."""
+
+    bundle: LoadedBundle
+    issued_at: datetime
+    loaded_at: datetime
+    load_seconds: float
+    source: str  #: "control" or "CURRENT"
+
+    @property
+    def name(self) -> str:
+        return self.bundle.model
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    def describe(self) -> dict[str, Any]:
+        ens = self.bundle.ensemble
+        return {"model_name": self.name, "model_version": self.version,
+                "loaded_at": self.loaded_at.isoformat(), "issued_at": self.issued_at.isoformat(),
+                "load_seconds": round(self.load_seconds, 3), "source": self.source,
+                "features": len(ens.features), "members": [m for m, d in
+                    (("eif", ens.eif), ("ae", ens.ae), ("xgb", ens.xgb)) if d is not None],
+                "bundle_bytes": self.bundle.size_bytes}
+
+
+def load_verified(path: Path, manifest_sha256: str | None, nthreads: int) -> LoadedBundle:
+    """Blocking: verify checksums, load every member, smoke-score. Runs in a thread."""
+    bundle = load_bundle(path, expected_manifest_sha256=manifest_sha256, nthreads=nthreads)
+    smoke_check(bundle)
+    return bundle
+
+
+@dataclass
+class ModelHolder:
+    """Holds the active model of one model name and applies control messages to it."""
+
+    store: ModelStore
+    model_name: str
+    nthreads: int = 1
+    active: ActiveModel | None = None
+    outcomes: Counter[str] = field(default_factory=Counter)
+    #: The last message refused because its bundle was unreadable; retried periodically.
+    pending_retry: ControlMessage | None = None
+    _ready: asyncio.Event | None = None
+    _lock: asyncio.Lock | None = None
+
+    @property
+    def ready(self) -> asyncio.Event:
+        if self._ready is None:
+            self._ready = asyncio.Event()
+        return self._ready
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+        RELOADS.labels(outcome=outcome).inc()
+
+    def _should_apply(self, msg: ControlMessage) -> str | None:
+        """Why a verified message is skipped, or None if it should be loaded."""
+        if msg.model != self.model_name:
+            return "other-model"
+        current = self.active
+        if current is None:
+            return None
+        if msg.version == current.version:
+            return "same-version"
+        if msg.issued_at_dt < current.issued_at and not msg.rollback:
+            return "older"
+        return None
+
+    async def apply(self, msg: ControlMessage) -> str:
+        """Apply one verified control message; return the outcome (also counted)."""
+        async with self.lock:
+            skip = self._should_apply(msg)
+            if skip is not None:
+                if skip != "other-model":
+                    log.info("control: %s/%s ignored (%s)", msg.model, msg.version, skip)
+                self.count(f"ignored:{skip}")
+                return f"ignored:{skip}"
+            try:
+                path = self.store.resolve_uri(msg.uri, msg.model, msg.version)
+            except (ControlError, BundleError) as exc:
+                log.warning("control: refused %s/%s: %s", msg.model, msg.version, exc)
+                self.count("refused:uri")
+                return "refused:uri"
+            outcome = await self._load_and_swap(path, msg.manifest_sha256, msg.issued_at_dt, "control",
+                                                rollback=msg.rollback)
+            if outcome == "refused:bundle":
+                self.pending_retry = msg
+            elif outcome == "activated":
+                self.pending_retry = None
+            return outcome
+
+    async def activate_current(self) -> str:
+        """Start-up fallback: activate the version the store's ``CURRENT`` names."""
+        version = self.store.current(self.model_name)
+        if version is None:
+            return "none"
+        async with self.lock:
+            path = self.store.bundle_dir(self.model_name, version)
+            issued = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc) if path.exists() else \
+                datetime.now(timezone.utc)
+            return await self._load_and_swap(path, None, issued, "CURRENT")
+
+    async def retry_pending(self) -> str | None:
+        """Retry the last message whose bundle could not be read (deleted, truncated...)."""
+        msg = self.pending_retry
+        if msg is None:
+            return None
+        if self.active is not None and self.active.version == msg.version:
+            self.pending_retry = None
+            return None
+        return await self.apply(msg)
+
+    async def _load_and_swap(self, path: Path, sha: str | None, issued_at: datetime, source: str,
+                             rollback: bool = False) -> str:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            bundle = await loop.run_in_executor(None, load_verified, path, sha, self.nthreads)
+        except BundleError as exc:
+            log.warning("reload: refused %s: %s", path, exc)
+            self.count("refused:bundle")
+            return "refused:bundle"
+        except Exception as exc:  # a bug or an unexpected library error must not kill the replica
+            log.exception("reload: refused %s: unexpected error %r", path, exc)
+            self.count("refused:error")
+            return "refused:error"
+        if bundle.model != self.model_name:
+            log.warning("reload: refused %s: bundle is for model %r", path, bundle.model)
+            self.count("refused:bundle")
+            return "refused:bundle"
+        elapsed = time.perf_counter() - started
+        previous = self.active
+        # The swap: one reference assignment between two batches of the agent.
+        self.active = ActiveModel(bundle=bundle, issued_at=issued_at,
+                                  loaded_at=datetime.now(timezone.utc), load_seconds=elapsed, source=source)
+        self.ready.set()
+        MODEL_INFO.info({"model_name": self.model_name, "model_version": bundle.version})
+        self.count("activated")
+        log.info("reload: %s %s -> %s in %.3fs (%s%s)", self.model_name,
+                 previous.version if previous else "none", bundle.version, elapsed, source,
+                 ", rollback" if rollback else "")
+        del previous
+        gc.collect()  # release the old forest now rather than at some later collection
+        return "activated"

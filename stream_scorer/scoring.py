@@ -1,0 +1,76 @@
+"""One batch of raw message values -> score record bytes and DLQ entries.
+
+Pure apart from reading the clock: :func:`score_values` parses the whole batch
+(:mod:`.parsing`), imputes once, calls each ensemble member once on the whole matrix
+(:mod:`.ensemble`), decides the threat levels, and serialises the score records. The
+agent only moves the bytes it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import orjson
+
+from .bundle import LoadedBundle
+from .ensemble import decide, impute
+from .parsing import Reject, parse_batch
+
+
+@dataclass
+class BatchOutput:
+    """What the agent sends: one score per valid record, one DLQ entry per reject."""
+
+    scores: list[tuple[int, bytes]] = field(default_factory=list)   #: (message index, value)
+    rejects: list[Reject] = field(default_factory=list)
+    levels: list[str] = field(default_factory=list)
+    imputed_counts: dict[str, int] = field(default_factory=dict)
+    records_in: int = 0
+
+
+def _opt(arr: np.ndarray | None, n: int) -> list[float | None]:
+    return arr.tolist() if arr is not None else [None] * n
+
+
+def score_values(values: list[bytes | None], bundle: LoadedBundle, now: datetime | None = None) -> BatchOutput:
+    """Score the values of a batch of messages with one loaded bundle."""
+    ens = bundle.ensemble
+    parsed = parse_batch(values, ens.features)
+    out = BatchOutput(rejects=parsed.rejects, records_in=len(parsed) + sum(1 for r in parsed.rejects))
+    n = len(parsed)
+    if n == 0:
+        return out
+    X, missing = impute(parsed.X, ens.medians)
+    batch = ens.score(X)
+    records = parsed.records
+    bot_name = [bool(r.get("bot_name")) for r in records]
+    browser = [bool(r.get("browser_family")) for r in records]
+    ci = ens.coherence_index
+    levels = decide(batch.anomaly, ens.thresholds, bot_name=bot_name, browser_family=browser,
+                    coherence=X[:, ci] if ci is not None else None).tolist()
+    feats = ens.features
+    any_missing = missing.any(axis=1)
+    imputed_lists: list[list[str]] = [[] for _ in range(n)]
+    if any_missing.any():
+        rows, cols = np.nonzero(missing)
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            imputed_lists[r].append(feats[c])
+        col_counts = missing.sum(axis=0)
+        out.imputed_counts = {feats[j]: int(c) for j, c in enumerate(col_counts.tolist()) if c}
+    scored_at = (now or datetime.now(timezone.utc)).isoformat(timespec="milliseconds")
+    model_name, version = bundle.model, bundle.version
+    anomaly, eif = batch.anomaly.tolist(), batch.eif.tolist()
+    ae, xgb = _opt(batch.ae, n), _opt(batch.xgb, n)
+    dumps = orjson.dumps
+    origin = parsed.message_index
+    scores = out.scores
+    for i in range(n):
+        rec = records[i]
+        rec.update(anomaly_score=anomaly[i], eif_score=eif[i], ae_score=ae[i], xgb_prob=xgb[i],
+                   threat_level=levels[i], model_name=model_name, model_version=version,
+                   scored_at=scored_at, imputed=imputed_lists[i])
+        scores.append((origin[i], dumps(rec)))
+    out.levels = levels
+    return out

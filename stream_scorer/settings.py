@@ -1,0 +1,280 @@
+"""Settings: one frozen object per process, read from the environment and CLI flags.
+
+Every setting is declared once below with its default, its environment variable, its CLI
+flag and a constraint. :func:`load_settings` is the only place that reads ``os.environ``;
+a bad value raises :class:`~stream_scorer.errors.ConfigError` whose one-line message names
+the setting and the problem, so a worker with a bad configuration stops at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
+from urllib.parse import urlparse
+
+from .errors import ConfigError
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+# --- constraints: each returns the parsed value or raises ValueError(reason) -----------
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        return value
+    return parse
+
+
+def _float_in(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number, got {raw!r}") from None
+        if not lo <= value <= hi:  # also refuses NaN
+            raise ValueError(f"must be between {lo} and {hi}, got {raw}")
+        return value
+    return parse
+
+
+def _matching(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if not regex.match(raw):
+            raise ValueError(f"must be {what}, got {raw!r}")
+        return raw
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {raw!r}")
+        return value
+    return parse
+
+
+def _bootstrap(raw: str) -> str:
+    servers = [s.strip() for s in raw.split(",") if s.strip()]
+    if not servers:
+        raise ValueError("must name at least one host:port")
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"must be comma-separated host:port pairs, got {server!r}")
+    return ",".join(servers)
+
+
+def _clickhouse_dsn(raw: str) -> str:
+    scheme = urlparse(raw).scheme
+    if scheme not in {"chdb", "http", "https", "clickhouse", "clickhouses"}:
+        raise ValueError(f"must be a chdb://PATH or http(s)://host:port/db DSN, got scheme {scheme!r}")
+    return raw
+
+
+def _model_store(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must be a directory path or file:// URL")
+    scheme = urlparse(raw).scheme
+    if scheme not in {"", "file"}:
+        raise ValueError(f"must be a local path or file:// URL, got scheme {scheme!r}")
+    return raw
+
+
+def _features(raw: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    if not names:
+        raise ValueError("must list at least one feature column")
+    for name in names:
+        if not _IDENT_RE.match(name):
+            raise ValueError(f"feature names must be identifiers, got {name!r}")
+    if len(set(names)) != len(names):
+        raise ValueError("lists a feature twice")
+    return names
+
+
+def _sql_filter(raw: str) -> str:
+    # The filter is operator configuration (trusted), but a statement separator or a
+    # comment can only be a mistake or an attack: refuse them.
+    if ";" in raw or "--" in raw or "/*" in raw:
+        raise ValueError("must be a single SQL boolean expression without ';' or comments")
+    return raw
+
+
+def _sample_size(raw: str) -> str:
+    if raw == "auto":
+        return raw
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"must be 'auto' or an integer >= 16, got {raw!r}") from None
+    if value < 16:
+        raise ValueError(f"must be 'auto' or an integer >= 16, got {raw!r}")
+    return raw
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str,
+             secret: bool = False) -> Any:
+    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc,
+                                            "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the scorer, the sink and the trainer (see the contract's table)."""
+
+    kafka_bootstrap_servers: str = _setting(
+        "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", _bootstrap, "Kafka bootstrap servers (comma separated)")
+    scorer_app_id: str = _setting(
+        "SCORER_APP_ID", "ja4-scorer", _matching(_NAME_RE, "a name of letters, digits, '.', '_', '-'"),
+        "Faust app id = consumer group of the scorer replicas")
+    topic_features: str = _setting("TOPIC_FEATURES", "ja4.features", _matching(_TOPIC_RE, "a Kafka topic name"), "input topic")
+    topic_scores: str = _setting("TOPIC_SCORES", "ja4.scores", _matching(_TOPIC_RE, "a Kafka topic name"), "output topic")
+    topic_dlq: str = _setting("TOPIC_DLQ", "ja4.features.dlq", _matching(_TOPIC_RE, "a Kafka topic name"), "dead-letter topic")
+    topic_control: str = _setting("TOPIC_CONTROL", "ja4.models.control", _matching(_TOPIC_RE, "a Kafka topic name"), "model control topic")
+    topic_partitions: int = _setting("TOPIC_PARTITIONS", 8, _int_in(1, 10_000), "partitions of topics the product creates")
+    model_store: str = _setting("MODEL_STORE", "./var/models", _model_store, "directory of versioned model bundles")
+    clickhouse_url: str = _setting("CLICKHOUSE_URL", "chdb://./var/clickhouse", _clickhouse_dsn, "clickhouse-connect DSN")
+    control_signing_key: str | None = _setting(
+        "CONTROL_SIGNING_KEY", None, _text, "HMAC-SHA256 key for control messages", secret=True)
+    control_signing_key_previous: str | None = _setting(
+        "CONTROL_SIGNING_KEY_PREVIOUS", None, _text, "previous signing key, still accepted during rotation", secret=True)
+    scorer_web_port: int = _setting("SCORER_WEB_PORT", 6066, _int_in(1, 65535), "worker web server port")
+    scorer_web_host: str = _setting("SCORER_WEB_HOST", "127.0.0.1", _text, "worker web server bind address")
+    scorer_batch_max: int = _setting("SCORER_BATCH_MAX", 1000, _int_in(1, 100_000), "records per scoring batch")
+    scorer_batch_wait_ms: int = _setting("SCORER_BATCH_WAIT_MS", 50, _int_in(1, 60_000), "max wait of a batch (ms)")
+    scorer_threads: int = _setting("SCORER_THREADS", 1, _int_in(1, 256), "threads the models may use per worker")
+    model_history_count: int = _setting("MODEL_HISTORY_COUNT", 5, _int_in(1, 1000), "versions kept per model")
+    model_name: str = _setting("MODEL_NAME", "default", _matching(_NAME_RE, "a name of letters, digits, '.', '_', '-'"), "model name")
+    features: tuple[str, ...] | None = _setting("FEATURES", None, _features, "feature columns the trainer may use")
+    ae_weight: float = _setting("AE_WEIGHT", 0.30, _float_in(0.0, 1.0), "autoencoder weight in the anomaly score")
+    xgb_weight: float = _setting("XGB_WEIGHT", 0.20, _float_in(0.0, 1.0), "supervised weight in the final score")
+    # Kafka group timing: short values make tests and demos rebalance in seconds.
+    kafka_session_timeout_s: float = _setting("KAFKA_SESSION_TIMEOUT_S", 30.0, _float_in(1.0, 3600.0), "consumer group session timeout")
+    kafka_heartbeat_s: float = _setting("KAFKA_HEARTBEAT_S", 3.0, _float_in(0.1, 600.0), "consumer group heartbeat interval")
+    kafka_rebalance_timeout_s: float = _setting("KAFKA_REBALANCE_TIMEOUT_S", 60.0, _float_in(1.0, 3600.0), "consumer group rebalance timeout")
+    # Kafka security, passed to both the Faust transport and confluent-kafka.
+    kafka_security_protocol: str = _setting(
+        "KAFKA_SECURITY_PROTOCOL", "plaintext", _choice("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"), "Kafka security protocol")
+    kafka_sasl_mechanism: str = _setting(
+        "KAFKA_SASL_MECHANISM", "plain", _choice("plain", "scram-sha-256", "scram-sha-512"), "SASL mechanism")
+    kafka_sasl_username: str | None = _setting("KAFKA_SASL_USERNAME", None, _text, "SASL user name")
+    kafka_sasl_password: str | None = _setting("KAFKA_SASL_PASSWORD", None, _text, "SASL password", secret=True)
+    kafka_ssl_cafile: str | None = _setting("KAFKA_SSL_CAFILE", None, _text, "CA bundle for SSL")
+    kafka_ssl_certfile: str | None = _setting("KAFKA_SSL_CERTFILE", None, _text, "client certificate for SSL")
+    kafka_ssl_keyfile: str | None = _setting("KAFKA_SSL_KEYFILE", None, _text, "client key for SSL")
+    # Sink.
+    sink_app_id: str = _setting("SINK_APP_ID", "ja4-sink", _matching(_NAME_RE, "a name of letters, digits, '.', '_', '-'"), "sink consumer group")
+    sink_batch_max: int = _setting("SINK_BATCH_MAX", 5000, _int_in(1, 1_000_000), "rows per ClickHouse insert")
+    sink_batch_wait_ms: int = _setting("SINK_BATCH_WAIT_MS", 1000, _int_in(1, 600_000), "max wait of a sink batch (ms)")
+    sink_web_port: int = _setting("SINK_WEB_PORT", 6067, _int_in(1, 65535), "sink web server port")
+    # Trainer.
+    baseline_days: float = _setting("BASELINE_DAYS", 7.0, _float_in(0.01, 3650.0), "days of history in the human baseline")
+    baseline_filter: str = _setting(
+        "BASELINE_FILTER", "empty(bot_name)", _sql_filter, "SQL boolean expression selecting baseline rows (trusted operator input)")
+    baseline_max_rows: int = _setting("BASELINE_MAX_ROWS", 1_000_000, _int_in(100, 100_000_000), "most rows read for a baseline")
+    prune_variance_threshold: float = _setting("PRUNE_VARIANCE_THRESHOLD", 1e-6, _float_in(0.0, 1e12), "variance below which a feature is pruned")
+    val_anomaly_gate: float = _setting("VAL_ANOMALY_GATE", 0.20, _float_in(0.0, 1.0), "refuse a model above this validation anomaly rate")
+    eif_contamination: float = _setting("EIF_CONTAMINATION", 0.05, _float_in(0.0001, 0.5), "share of the training split above the EIF anomaly threshold")
+    eif_ntrees: int = _setting("EIF_NTREES", 300, _int_in(1, 10_000), "EIF trees")
+    eif_ndim: int = _setting("EIF_NDIM", 3, _int_in(1, 64), "EIF hyperplane dimensions")
+    eif_sample_size: str = _setting("EIF_SAMPLE_SIZE", "auto", _sample_size, "EIF rows per tree ('auto' = min(rows, 10000))")
+    ae_epochs: int = _setting("AE_EPOCHS", 30, _int_in(1, 10_000), "autoencoder epochs")
+    xgb_min_labels: int = _setting("XGB_MIN_LABELS", 100, _int_in(1, 100_000_000), "labels needed to train XGBoost")
+    xgb_retrain_interval_h: float = _setting("XGB_RETRAIN_INTERVAL_H", 168.0, _float_in(0.0, 100_000.0), "hours between XGBoost retrains")
+    retrain_interval_h: float = _setting("RETRAIN_INTERVAL_H", 24.0, _float_in(0.0, 100_000.0), "hours between scheduled retrains")
+    drift_threshold: float = _setting("DRIFT_THRESHOLD", 0.30, _float_in(0.0, 1.0), "share of drifted features that forces a retrain")
+    trainer_check_interval_s: float = _setting("TRAINER_CHECK_INTERVAL_S", 900.0, _float_in(1.0, 86_400.0), "how often `loop` checks for drift")
+    # Logging.
+    log_level: str = _setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "log level")
+    log_format: str = _setting("LOG_FORMAT", "text", _choice("text", "json"), "log format")
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as a dict for logs, with secrets masked."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.metadata["env"]] = "***" if (f.metadata["secret"] and value) else value
+        return out
+
+    @property
+    def signing_keys(self) -> tuple[str, ...]:
+        """Keys accepted on control messages (current first, then the previous one)."""
+        return tuple(k for k in (self.control_signing_key, self.control_signing_key_previous) if k)
+
+
+def _flag(f: Any) -> str:
+    return "--" + f.name.replace("_", "-")
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, names: set[str] | None = None) -> None:
+    """Add one ``--flag`` per setting (all of them, or the ``names`` given)."""
+    group = parser.add_argument_group("settings (each also read from its environment variable)")
+    for f in fields(Settings):
+        if names is not None and f.name not in names:
+            continue
+        group.add_argument(_flag(f), dest=f"setting_{f.name}", default=None, metavar=f.metadata["env"],
+                           help=f"{f.metadata['doc']} (env {f.metadata['env']}, default {f.default!r})")
+
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  args: argparse.Namespace | Mapping[str, Any] | None = None) -> Settings:
+    """Build the settings from the environment, then CLI flags (flags win); validate all.
+
+    :raises ConfigError: naming the first bad setting, e.g.
+        ``SCORER_BATCH_MAX: must be between 1 and 100000, got 0``.
+    """
+    environ = os.environ if environ is None else environ
+    flags: Mapping[str, Any] = vars(args) if isinstance(args, argparse.Namespace) else (args or {})
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        env = f.metadata["env"]
+        raw = flags.get(f"setting_{f.name}")
+        if raw is None:
+            raw = flags.get(f.name)
+        if raw is None:
+            raw = environ.get(env)
+        if raw is None or (isinstance(raw, str) and raw == "" and f.default is None):
+            continue
+        if not isinstance(raw, str):
+            raw = str(raw)
+        try:
+            values[f.name] = f.metadata["parse"](raw)
+        except ValueError as exc:
+            raise ConfigError(f"{env}: {exc}") from None
+    settings = Settings(**values)
+    if settings.ae_weight >= 1.0 and settings.xgb_weight >= 1.0:
+        raise ConfigError("AE_WEIGHT/XGB_WEIGHT: both weights 1.0 leave no room for the EIF")
+    return settings
+
+
+_active: Settings | None = None
+
+
+def use_settings(settings: Settings) -> None:
+    """Install the process's settings (the CLI does this before importing the Faust app)."""
+    global _active
+    _active = settings
+
+
+def get_settings() -> Settings:
+    """The process's settings: those installed by the CLI, else read from the environment."""
+    global _active
+    if _active is None:
+        _active = load_settings()
+    return _active

@@ -1,0 +1,72 @@
+"""Web views of a scorer replica (Faust's web server on ``SCORER_WEB_PORT``).
+
+``/health``: ready to score (a model is active and partitions are assigned), else 503;
+``/live``: the process and its event loop answer; ``/model``: the active model, reload
+outcomes and the last control message; ``/metrics``: Prometheus text format.
+"""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import metrics
+from .app import app, follower, holder, settings
+
+
+def _assigned() -> list[int]:
+    try:
+        assignment = app.consumer.assignment()
+    except Exception:  # consumer not started yet
+        return []
+    return sorted(tp.partition for tp in assignment if tp.topic == settings.topic_features)
+
+
+def readiness() -> dict:
+    active = holder.active
+    parts = _assigned()
+    return {"ready": active is not None and bool(parts), "model_active": active is not None,
+            "model_version": active.version if active else None, "partitions": parts}
+
+
+@app.page("/health")
+class Health(View):
+    async def get(self, request: Request) -> Response:
+        state = readiness()
+        return self.json(state, status=200 if state["ready"] else 503)
+
+
+@app.page("/ready")
+class Ready(Health):
+    """Alias of ``/health`` for orchestrators that probe readiness by this name."""
+
+
+@app.page("/live")
+class Live(View):
+    async def get(self, request: Request) -> Response:
+        return self.json({"alive": True, "pid": os.getpid()})
+
+
+@app.page("/model")
+class Model(View):
+    async def get(self, request: Request) -> Response:
+        active = holder.active
+        return self.json({
+            "replica": f"{os.uname().nodename}:{os.getpid()}:{settings.scorer_web_port}",
+            "active": active.describe() if active else None,
+            "outcomes": dict(holder.outcomes),
+            "pending_retry": holder.pending_retry.version if holder.pending_retry else None,
+            "control_messages_seen": follower.messages_seen,
+            "partitions": _assigned(),
+        })
+
+
+@app.page("/metrics")
+class Metrics(View):
+    async def get(self, request: Request) -> Response:
+        metrics.RSS_BYTES.set(psutil.Process().memory_info().rss)
+        body = generate_latest(metrics.REGISTRY)
+        return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])

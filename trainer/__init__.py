@@ -1,0 +1,1 @@
+"""ja4-stream trainer: retrains the ensemble from ClickHouse and announces new versions."""
