@@ -280,7 +280,7 @@ def _random_hosts(rng: np.random.Generator, base: np.ndarray, plen: np.ndarray) 
 def _pool_from_blocks(
     rng: np.random.Generator, blocks: _Blocks, n: int, *, subnets: int | None = None
 ) -> _Pool:
-    """Draw ``n`` addresses from ``blocks``; with ``subnets``, concentrate them in that many /24s."""
+    """Draw ``n`` addresses from ``blocks``; with ``subnets``, only from that many /24s."""
     if subnets is None:
         which = rng.choice(len(blocks.cc), size=n, p=blocks.weight)
         ip = _random_hosts(rng, blocks.base[which], blocks.plen[which])
@@ -556,7 +556,9 @@ def _draw(rng: np.random.Generator, spec: Spec, m: int) -> np.ndarray:
     raise ValueError(f"unknown distribution {kind!r}")
 
 
-def _draw_profile(rng: np.random.Generator, profile: Mapping[str, Spec], m: int) -> dict[str, np.ndarray]:
+def _draw_profile(
+    rng: np.random.Generator, profile: Mapping[str, Spec], m: int
+) -> dict[str, np.ndarray]:
     return {name: _draw(rng, spec, m) for name, spec in profile.items()}
 
 
@@ -699,8 +701,8 @@ class TrafficSimulator:
         self._fp_browser = np.array(
             [_BROWSER_FAMILY.get(fp.family, "") for fp in self._fps], dtype=object
         )
-        # JA4 part a ends with the ALPN: "h2"/"h3" speak HTTP/2 or 3, "h1"/"00" do not.
         self._fp_header_offset = np.array([_HEADER_OFFSET[fp.family] for fp in self._fps])
+        # JA4 part a ends with the ALPN: "h2"/"h3" speak HTTP/2 or 3, "h1"/"00" do not.
         self._fp_h2 = np.array([fp.ja4.split("_")[0][-2:] in ("h2", "h3") for fp in self._fps])
         no_sni = np.array([fp.ja4[3] == "i" for fp in self._fps])
         self._fp_rarity = np.array([_RARITY[fp.family] for fp in self._fps]) + 0.3 * no_sni
@@ -788,7 +790,8 @@ class TrafficSimulator:
             members = fam == family
             if cls == HUMAN and family == "library":
                 # Humans' non-browser clients are desktop apps on the OS HTTP stack.
-                wininet = members & np.array(["wininet" in fp.application.lower() for fp in self._fps])
+                apps = np.array([fp.application.lower() for fp in self._fps])
+                wininet = members & (np.char.find(apps, "wininet") >= 0)
                 members = wininet if wininet.any() else members
             if not members.any():
                 continue
@@ -839,18 +842,21 @@ class TrafficSimulator:
     def _campaign_infra(self, kind: str, campaign_id: str, per_window: int) -> _Campaign:
         # crc32, not hash(): str hashes are salted per process and would break reproducibility.
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, zlib.crc32(campaign_id.encode())])
-        code = _CODE[kind]
         w = self._fp_weights[kind].copy()
         if kind == "headless_impersonator":
             # Impersonate the dominant browser's most common (SNI) fingerprint family.
-            chrome = (self._fp_family == "chromium") & np.array([fp.ja4[3] == "d" for fp in self._fps])
+            sni = np.array([fp.ja4[3] == "d" for fp in self._fps])
+            chrome = (self._fp_family == "chromium") & sni
             if chrome.any():
                 w = chrome / chrome.sum()
         fp = int(rng.choice(len(self._fps), p=w))
         n_targets = int(rng.integers(1, min(2, len(self.hosts)) + 1))
-        host_idx = rng.choice(len(self.hosts), size=n_targets, replace=False, p=self._host_weights[kind])
+        host_idx = rng.choice(
+            len(self.hosts), size=n_targets, replace=False, p=self._host_weights[kind]
+        )
         # Enough addresses for every (address, host) key of the busiest window to be distinct.
-        host_bits = int(np.clip(math.ceil(math.log2(max(2.0, 2.0 * per_window / n_targets))), 8, 16))
+        needed = math.ceil(math.log2(max(2.0, 2.0 * per_window / n_targets)))
+        host_bits = int(np.clip(needed, 8, 16))
         if kind == "known_crawler":
             name, cidr, asn, cc, _ = _CRAWLERS[int(rng.integers(len(_CRAWLERS)))]
             blocks, bot_name = _blocks([(cidr, asn, cc, 1.0)]), name
@@ -872,7 +878,9 @@ class TrafficSimulator:
         classes = np.zeros(n, dtype=np.int64)
         if self.kinds and self.bot_share > 0:
             is_bot = self._rng.random(n) < self.bot_share
-            classes[is_bot] = self._rng.choice(self._kind_codes, size=int(is_bot.sum()), p=self._kind_p)
+            classes[is_bot] = self._rng.choice(
+                self._kind_codes, size=int(is_bot.sum()), p=self._kind_p
+            )
         return classes
 
     def _windows(
@@ -919,8 +927,11 @@ class TrafficSimulator:
                 fp[idx] = camp.fp
                 host[idx] = rng.choice(camp.host_idx, size=m)
                 ip[idx] = _campaign_ips(rng, camp, m)
-                bits[idx], asn[idx], cc[idx], bot_name[idx] = camp.host_bits, camp.asn, camp.cc, camp.bot_name
-            block = self._features(cls, m, fp[idx], windows[idx], cc[idx], campaign=camp is not None)
+                bits[idx], asn[idx] = camp.host_bits, camp.asn
+                cc[idx], bot_name[idx] = camp.cc, camp.bot_name
+            block = self._features(
+                cls, m, fp[idx], windows[idx], cc[idx], campaign=camp is not None
+            )
             for name in DEFAULT_FEATURES:
                 cols[name][idx] = block[name]
 
@@ -1009,7 +1020,8 @@ class TrafficSimulator:
         f["path_transition_entropy"] = np.clip(f["path_transition_entropy"], 0.0, np.log2(hits))
         few = hits < 3
         f["cadence_cv"] = np.where(few, 0.0, np.clip(f["cadence_cv"], 0.0, 20.0))
-        f["lag1_autocorrelation"] = np.where(few, 0.0, np.clip(f["lag1_autocorrelation"], -1.0, 1.0))
+        lag1 = np.clip(f["lag1_autocorrelation"], -1.0, 1.0)
+        f["lag1_autocorrelation"] = np.where(few, 0.0, lag1)
         return f
 
     def _to_dicts(
@@ -1031,7 +1043,7 @@ class TrafficSimulator:
         ip_u, ip_inv = np.unique(ip, return_inverse=True)
         a, b, c, d = ip_u >> 24, (ip_u >> 16) & 255, (ip_u >> 8) & 255, ip_u & 255
         ip_s = np.array(
-            [f"{p}.{q}.{r}.{s}" for p, q, r, s in zip(a.tolist(), b.tolist(), c.tolist(), d.tolist())],
+            [f"{p}.{q}.{r}.{s}" for p, q, r, s in zip(*(x.tolist() for x in (a, b, c, d)))],
             dtype=object,
         )[ip_inv]
         hosts = np.array(self.hosts, dtype=object)[host]
@@ -1078,8 +1090,9 @@ def _dedupe(
     """Give a fresh address (in the same range) to records whose key repeats an earlier one.
 
     The contract has one record per (window, src_ip, JA4, host); pools are finite, so random
-    draws collide.  A replacement keeps the address's network (``bits`` host bits may change),
-    so ASN and country stay true; the range widens if it keeps colliding.
+    draws collide.  A replacement keeps the address's network (only the low ``bits`` change),
+    so its ASN and country stay true.  Only when a range is exhausted (more records for one
+    window than it has addresses) does it widen, up to a /16, trading that for unique keys.
     """
     ip = ip.copy()
     bits = bits.copy()
@@ -1103,6 +1116,7 @@ def _dedupe(
         # Keep clear of network (.0) and broadcast (.255) last octets.
         last = new & np.uint32(255)
         bad = (last == 0) | (last == 255)
-        new[bad] = (new[bad] & np.uint32(0xFFFFFF00)) | rng.integers(1, 255, size=int(bad.sum())).astype(np.uint32)
+        octet = rng.integers(1, 255, size=int(bad.sum())).astype(np.uint32)
+        new[bad] = (new[bad] & np.uint32(0xFFFFFF00)) | octet
         ip[dup] = new
     return ip

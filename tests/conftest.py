@@ -8,40 +8,13 @@ first join and a rebalance take seconds, not the default ~20 s.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
-#: Environment for every worker/trainer process a test starts.
-FAST_GROUP_ENV = {
-    "KAFKA_SESSION_TIMEOUT_S": "6",
-    "KAFKA_HEARTBEAT_S": "1",
-    "KAFKA_REBALANCE_TIMEOUT_S": "6",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(host: str, port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"broker did not open {host}:{port} within {timeout}s")
+from tests.helpers import free_port
 
 
 @pytest.fixture(scope="session")

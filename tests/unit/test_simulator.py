@@ -1,4 +1,4 @@
-"""Tests of the traffic simulator: reproducibility, schema, class mix, campaigns, history, quality."""
+"""Traffic simulator: reproducibility, schema, class mix, campaigns, history, detection quality."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ COUNTS = {
 
 
 def _epoch(iso: str) -> int:
-    return int(datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
+    parsed = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp())
 
 
 def _csv_ja4s() -> set[str]:
@@ -192,7 +193,8 @@ def test_kinds_show_their_traits(mixed: list[dict]) -> None:
     assert median("headless_impersonator", "fingerprint_coherence_score") < median(
         HUMAN, "fingerprint_coherence_score"
     )
-    families = Counter(r["browser_family"] for r in mixed if r["bot_kind"] == "headless_impersonator")
+    impersonators = [r for r in mixed if r["bot_kind"] == "headless_impersonator"]
+    families = Counter(r["browser_family"] for r in impersonators)
     assert "" not in families
 
 
@@ -232,7 +234,7 @@ def test_campaign_is_one_concentrated_browser_impersonation() -> None:
 def test_campaign_infrastructure_follows_its_id_not_call_order() -> None:
     def infra(records: list[dict]) -> set[tuple]:
         return {
-            (r["ja4"], r["asn_number"], str(ipaddress.ip_network(f"{r['src_ip']}/20", strict=False)))
+            (r["ja4"], r["asn_number"], ipaddress.ip_network(f"{r['src_ip']}/20", strict=False))
             for r in records
         }
 

@@ -1,0 +1,194 @@
+"""Test helpers: worker processes, a producer and a collector on the real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import orjson
+
+from stream_scorer.bundle import BundleInfo, ModelStore, write_bundle
+from stream_scorer.features import DEFAULT_FEATURES
+
+REPO = Path(__file__).resolve().parent.parent
+FAST_GROUP_ENV = {"KAFKA_SESSION_TIMEOUT_S": "6", "KAFKA_HEARTBEAT_S": "1", "KAFKA_REBALANCE_TIMEOUT_S": "6"}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def topic_env(bootstrap: str, suffix: str, store: Path, **extra: str) -> dict[str, str]:
+    """Environment for a worker whose topics and group are private to one test."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SCORER_APP_ID": f"scorer-{suffix}",
+        "TOPIC_FEATURES": f"features-{suffix}",
+        "TOPIC_SCORES": f"scores-{suffix}",
+        "TOPIC_DLQ": f"dlq-{suffix}",
+        "TOPIC_CONTROL": f"control-{suffix}",
+        "TOPIC_PARTITIONS": "4",
+        "MODEL_STORE": str(store),
+        **FAST_GROUP_ENV,
+    }
+    env.update(extra)
+    return env
+
+
+def quick_bundle(store: ModelStore, *, seed: int = 1, n: int = 4000, ntrees: int = 60, epochs: int = 3,
+                 model: str = "default", set_current: bool = True) -> BundleInfo:
+    """A small but real bundle trained on simulated human traffic."""
+    from stream_scorer.simulator import TrafficSimulator
+    from trainer.fit import FitConfig, fit_ensemble
+
+    recs = TrafficSimulator(seed=seed, bot_share=0.0).records(n)
+    X = np.array([[r[f] for f in DEFAULT_FEATURES] for r in recs], dtype=np.float64)
+    fit = fit_ensemble(X, DEFAULT_FEATURES, FitConfig(eif_ntrees=ntrees, ae_epochs=epochs, seed=seed, nthreads=1))
+    info = write_bundle(store, fit.ensemble, model=model, smoke_rows=X[:5])
+    if set_current:
+        store.set_current(model, info.version)
+    return info
+
+
+@dataclass
+class Worker:
+    """A ``stream-scorer worker`` subprocess."""
+
+    env: dict[str, str]
+    cwd: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self) -> "Worker":
+        env = {**os.environ, **self.env, "SCORER_WEB_PORT": str(self.port)}
+        self.log_path = self.cwd / f"worker-{self.port}.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream_scorer.cli", "worker"], cwd=self.cwd, env=env,
+                                     stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=2) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def wait_ready(self, timeout: float = 60.0, need_partitions: bool = True) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                status, body = self.get("/health")
+                last = body
+                if status == 200 or (not need_partitions and body.get("model_active")):
+                    return body
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready within {timeout}s (last {last}):\n{self.log()[-3000:]}")
+
+    def model(self) -> dict[str, Any]:
+        return self.get("/model")[1]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.killpg(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(5)
+
+
+def producer(bootstrap: str) -> Any:
+    from confluent_kafka import Producer
+
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+
+
+def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+    p = producer(bootstrap)
+    n = 0
+    for key, value in messages:
+        p.produce(topic, value, key)
+        n += 1
+        if n % 1000 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0, "undelivered messages"
+    return n
+
+
+def records_to_messages(records: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    return [(str(r["src_ip"]).encode(), orjson.dumps(r)) for r in records]
+
+
+def record_key(rec: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (str(rec["window_start"]), rec["src_ip"], rec["ja4"], rec["host"])
+
+
+class Collector:
+    """Reads a topic from the beginning with confluent-kafka (no group commits)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from confluent_kafka import Consumer
+
+        self.topic = topic
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"collector-{topic}-{os.getpid()}-{time.time()}",
+                                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        self.consumer.subscribe([topic])
+        self.messages: list[Any] = []
+
+    def poll_until(self, predicate, timeout: float = 60.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not predicate(self.messages):
+            for msg in self.consumer.consume(1000, 0.5):
+                if msg.error() is None:
+                    self.messages.append(msg)
+        return self.messages
+
+    def until_count(self, n: int, timeout: float = 60.0) -> list[Any]:
+        return self.poll_until(lambda m: len(m) >= n, timeout)
+
+    def drain(self, quiet_s: float = 2.0, timeout: float = 30.0) -> list[Any]:
+        """Read until nothing arrives for ``quiet_s`` seconds."""
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last < quiet_s:
+            got = self.consumer.consume(1000, 0.3)
+            for msg in got:
+                if msg.error() is None:
+                    self.messages.append(msg)
+                    last = time.monotonic()
+        return self.messages
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def headers_of(msg: Any) -> dict[str, str]:
+    return {k: (v or b"").decode() for k, v in (msg.headers() or [])}

@@ -1,0 +1,13 @@
+"""Docstring examples of the pure modules are tests too."""
+
+import doctest
+
+import pytest
+
+from stream_scorer import ensemble, parsing
+
+
+@pytest.mark.parametrize("module", [ensemble, parsing])
+def test_doctests(module) -> None:
+    result = doctest.testmod(module)
+    assert result.failed == 0
