@@ -80,9 +80,14 @@ def level_thresholds(combined_val: np.ndarray) -> dict[str, float]:
 
 def fit_ensemble(X: np.ndarray, features: tuple[str, ...], config: FitConfig, *,
                  xgb_data: tuple[np.ndarray, np.ndarray] | None = None,
-                 progress: Callable[[str, Any], None] | None = None) -> FitResult:
+                 progress: Callable[[str, Any], None] | None = None,
+                 xgb_prefit: XGBDetector | None = None) -> FitResult:
     """Fit EIF + autoencoder on the time-ordered human baseline ``X`` (+ XGBoost when labelled
-    data is given) and derive the manifest constants from the validation split."""
+    data is given) and derive the manifest constants from the validation split.
+
+    ``xgb_prefit`` puts an already fitted supervised model (e.g. the current bundle's, inside
+    ``XGB_RETRAIN_INTERVAL_H``) into the ensemble instead of training one; the thresholds are
+    then derived with it, as they must be since it enters the combined score."""
     X = np.asarray(X, dtype=np.float64)
     medians = medians_of(X)
     X, _ = impute(X, medians)
@@ -106,6 +111,8 @@ def fit_ensemble(X: np.ndarray, features: tuple[str, ...], config: FitConfig, *,
         Xl, yl = xgb_data
         Xl, _ = impute(np.asarray(Xl, dtype=np.float64), medians)
         xgb = XGBDetector(nthreads=config.nthreads, random_seed=config.seed).fit(Xl, yl)
+    elif xgb_prefit is not None:
+        xgb = xgb_prefit
 
     ensemble = Ensemble(features=tuple(features), medians=medians, eif=eif, ae=ae, xgb=xgb,
                         ae_weight=config.ae_weight, xgb_weight=config.xgb_weight)

@@ -1,0 +1,110 @@
+"""Supervised labels: eligibility, a held-out split and cleanlab label-noise filtering.
+
+Labels come from ClickHouse (analyst labels winning over score-derived ones, see
+:meth:`trainer.clickhouse_io.ClickHouseIO.labelled`). Score-derived labels are the models' own
+past verdicts and analysts make mistakes too, so before the final XGBoost fit the rows whose
+label disagrees confidently with out-of-fold predictions are removed: cleanlab's
+``find_label_issues`` on ``XGBDetector.predict_proba_oof`` (confident learning; the
+probabilities must be out-of-sample, hence the folds).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream_scorer.detectors import XGBDetector
+
+log = logging.getLogger(__name__)
+
+#: The original's rule: at least this many positives besides ``XGB_MIN_LABELS`` labels.
+MIN_POSITIVES = 10
+#: ... and as many negatives, or there is no second class to learn.
+MIN_NEGATIVES = 10
+
+
+@dataclass
+class LabelReport:
+    """Counts for the manifest, the history table and the report."""
+
+    n_labels: int = 0
+    n_pos: int = 0
+    n_neg: int = 0
+    n_analyst: int = 0
+    n_score: int = 0
+    n_train: int = 0
+    n_holdout: int = 0
+    n_flagged: int = 0
+    n_removed: int = 0
+    eligible: bool = False
+    reason: str = ""
+    flagged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "flagged"}
+
+
+def eligibility(y: np.ndarray, min_labels: int) -> tuple[bool, str]:
+    """Whether there are enough labels to train the supervised model, and why not.
+
+    >>> eligibility(np.array([1] * 10 + [0] * 90), 100)
+    (True, 'ok')
+    >>> eligibility(np.array([1] * 9 + [0] * 200), 100)[0]
+    False
+    """
+    y = np.asarray(y)
+    n, pos = len(y), int(np.sum(y == 1))
+    if n < min_labels:
+        return False, f"{n} labels < XGB_MIN_LABELS={min_labels}"
+    if pos < MIN_POSITIVES:
+        return False, f"{pos} positive labels < {MIN_POSITIVES}"
+    if n - pos < MIN_NEGATIVES:
+        return False, f"{n - pos} negative labels < {MIN_NEGATIVES}"
+    return True, "ok"
+
+
+def find_noisy(X: np.ndarray, y: np.ndarray, *, nthreads: int = 1, seed: int = 1,
+               folds: int = 5) -> np.ndarray:
+    """Indices of rows whose label cleanlab flags, from out-of-fold XGBoost probabilities."""
+    from cleanlab.filter import find_label_issues
+
+    y = np.asarray(y, dtype=np.int32)
+    proba = XGBDetector(nthreads=nthreads, random_seed=seed).predict_proba_oof(
+        np.asarray(X, dtype=np.float64), y, folds=folds, seed=seed)
+    # n_jobs=1: cleanlab's multiprocessing would fork a process holding torch and chdb.
+    issues = find_label_issues(labels=y, pred_probs=proba, filter_by="prune_by_noise_rate", n_jobs=1)
+    return np.flatnonzero(issues)
+
+
+def clean_labels(X: np.ndarray, y: np.ndarray, *, nthreads: int = 1, seed: int = 1,
+                 folds: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(X, y)`` without the flagged rows, plus the flagged indices.
+
+    If removing every flagged row would leave fewer than the minimum of either class, the
+    filter is not applied (a model on a handful of positives is worse than a noisy one).
+    """
+    flagged = find_noisy(X, y, nthreads=nthreads, seed=seed, folds=folds)
+    keep = np.ones(len(y), dtype=bool)
+    keep[flagged] = False
+    kept_pos = int(np.sum(y[keep] == 1))
+    if kept_pos < MIN_POSITIVES or int(keep.sum()) - kept_pos < MIN_NEGATIVES:
+        log.warning("cleanlab flagged %d of %d labels; removing them would leave too few of a class, kept all",
+                    len(flagged), len(y))
+        return X, y, flagged
+    log.info("cleanlab flagged %d of %d labels as likely wrong; removed them before the final fit",
+             len(flagged), len(y))
+    return X[keep], y[keep], flagged
+
+
+def split_holdout(times: np.ndarray, y: np.ndarray, cut_time: int, min_labels: int) -> np.ndarray | None:
+    """Boolean mask of rows held out for evaluation (window at or after ``cut_time``, the start
+    of the baseline's validation split), or None when the rest would not be enough to train
+    on: then the model trains on every label and the report has no held-out bots."""
+    holdout = np.asarray(times) >= cut_time
+    ok, _ = eligibility(y[~holdout], min_labels)
+    if not ok or not np.any(y[holdout] == 1):
+        return None
+    return holdout
