@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=120.0, help="seconds of live traffic (default 120)")
     p.add_argument("--rate", type=float, default=500.0, help="records per second of live traffic")
     p.add_argument("--replicas", type=int, default=2, help="scorer replicas")
+    p.add_argument("--history-rate", type=int, default=300, help="simulated history records per hour (7 days)")
     p.add_argument("--var", default="./var", help="state directory (reused between runs)")
     p.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live view")
     add_setting_flags(p)

@@ -140,7 +140,13 @@ class ControlFollower:
                 await self.holder.retry_pending()
 
     async def run(self) -> None:
-        """Start, bootstrap, follow; reconnect on broker errors."""
+        """Start, bootstrap, follow; reconnect on broker errors; close the consumer on stop."""
+        try:
+            await self._run()
+        finally:
+            await self.stop()
+
+    async def _run(self) -> None:
         while True:
             try:
                 if self.consumer is None:

@@ -1,0 +1,618 @@
+"""``stream-scorer demo``: the whole loop on the embedded default, in one command.
+
+1. start the embedded Kafka-protocol broker (Tansu) and use the embedded ClickHouse (chdb)
+   under ``./var/`` (models and tables are reused between runs);
+2. load a week of simulated, partly labelled history and train the first version;
+3. start the scorer replicas and the sink as separate processes; stream live traffic, then
+   a bot campaign that impersonates a browser fingerprint;
+4. label part of the campaign (as analysts would) into ``soc_labels``, run the trainer; the
+   new version is hot-reloaded by every replica while traffic flows;
+5. show a live view; 6. end with a summary against the simulator's ground truth.
+
+The embedded ClickHouse is in-process and allows one process per directory, so the demo
+hands it over: the sink stops (after committing) while a trainer step runs, and the
+scores wait in Kafka meanwhile. With a ClickHouse server all run at once.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import orjson
+
+from .embedded import TansuBroker
+from .settings import Settings
+
+#: Share of the live run before the campaign starts, and before the analysts label it.
+CAMPAIGN_AT = 0.25
+RETRAIN_AT = 0.5
+#: Alert rate at which campaign recall is compared before and after the retrain.
+ALERT_RATE = 0.10
+ALERT_LEVELS = {"MEDIUM", "HIGH", "CRITICAL"}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- child processes -------------------------------------------------------------------
+
+@dataclass
+class Child:
+    """A product process started by the demo (a replica, the sink, a trainer step)."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Child":
+        self.proc = subprocess.Popen(self.argv, env={**os.environ, **self.env}, stdout=open(self.log_path, "ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def run(self, timeout: float = 1800.0) -> int:
+        self.start()
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+
+def _get_json(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1.5) as resp:
+            return json.loads(resp.read())
+    except Exception:
+        return None
+
+
+def _metric_sum(url: str, name: str) -> float:
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=1.5) as resp:
+            text = resp.read().decode()
+    except Exception:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+# --- chdb tasks (run in a child process: chdb is one process per directory) -------------
+
+def _chdb_task(dsn: str, task: str, payload: str) -> None:
+    from trainer.clickhouse_io import connect
+
+    ch = connect(dsn)
+    ch.init_db()
+    out: Any = None
+    if task == "load":
+        files = json.loads(payload)
+        rows = [orjson.loads(line) for line in open(files["features"], "rb") if line.strip()]
+        for i in range(0, len(rows), 20000):
+            ch.insert_features(rows[i:i + 20000])
+        labels = [orjson.loads(line) for line in open(files["labels"], "rb") if line.strip()]
+        ch.insert_labels(labels, source="demo-analyst")
+        out = {"features": len(rows), "labels": len(labels)}
+    elif task == "count_scores":
+        out = ch.client.query(
+            "SELECT count(), uniqExact(window_start, src_ip, ja4, host) FROM ja4.ml_all_scores FINAL "
+            "WHERE scored_at >= fromUnixTimestamp64Milli({t:Int64}, 'UTC')",
+            parameters={"t": int(float(payload) * 1000)}).result_rows[0]
+    print("CHDB_RESULT " + json.dumps(out, default=str), flush=True)
+
+
+def run_chdb_task(dsn: str, task: str, payload: str, log_path: Path) -> Any:
+    code = "import sys; from stream_scorer.demo import _chdb_task; _chdb_task(*sys.argv[1:4])"
+    out = subprocess.run([sys.executable, "-c", code, dsn, task, payload], capture_output=True, text=True)
+    with open(log_path, "a") as fh:
+        fh.write(out.stdout + out.stderr)
+    if out.returncode != 0:
+        raise RuntimeError(f"chdb task {task} failed: {out.stderr[-2000:]}")
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("CHDB_RESULT ")][-1]
+    return json.loads(line.split(" ", 1)[1])
+
+
+# --- traffic and scores ----------------------------------------------------------------
+
+@dataclass
+class Truth:
+    label: str
+    kind: str
+    campaign: bool
+
+
+class Traffic(threading.Thread):
+    """Produces live simulated records at a fixed rate; remembers the ground truth."""
+
+    #: The live run replays the last day: each simulated hourly window lasts duration/24 s,
+    #: so records keep distinct (window, src_ip, ja4, host) keys as real hourly rows would.
+    SIM_HOURS = 24
+
+    def __init__(self, bootstrap: str, topic: str, rate: float, seed: int, duration: float) -> None:
+        super().__init__(daemon=True, name="traffic")
+        now = time.time()
+        self.base_window = (int(now) // 3600 - self.SIM_HOURS) * 3600
+        self.seconds_per_window = max(duration, 1.0) / self.SIM_HOURS
+        from confluent_kafka import Producer
+
+        from .simulator import TrafficSimulator
+
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        self.topic = topic
+        self.rate = rate
+        self.sim = TrafficSimulator(seed=seed, bot_share=0.10)
+        self.campaign_share = 0.0
+        self.truth: dict[tuple, Truth] = {}
+        self.sent_records: list[dict[str, Any]] = []
+        self.stop_event = threading.Event()
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            start = time.monotonic()
+            chunk = max(1, int(self.rate / 20))
+            while not self.stop_event.is_set():
+                n_campaign = int(round(chunk * self.campaign_share))
+                hour = min(int((time.monotonic() - start) / self.seconds_per_window), self.SIM_HOURS - 1)
+                window = float(self.base_window + hour * 3600)
+                recs = self.sim.records(chunk - n_campaign, start=window)
+                if n_campaign:
+                    recs += self.sim.campaign(n_campaign, start=window)
+                first_campaign = len(recs) - n_campaign
+                for i, rec in enumerate(recs):
+                    key = (str(rec["window_start"]), rec["src_ip"], rec["ja4"], rec["host"])
+                    if key in self.truth:  # one record per (window, src_ip, ja4, host)
+                        continue
+                    label, kind = rec.pop("label"), rec.pop("bot_kind")
+                    self.truth[key] = Truth(label, kind, i >= first_campaign)
+                    self.sent_records.append(rec)
+                    self.producer.produce(self.topic, orjson.dumps(rec), rec["src_ip"].encode())
+                    self.sent += 1
+                self.producer.poll(0)
+                ahead = self.sent / self.rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+        except BaseException as exc:  # surfaced by the main thread
+            self.error = exc
+        finally:
+            self.producer.flush(30)
+
+
+@dataclass
+class Scored:
+    version: str
+    score: float
+    level: str
+
+
+class ScoreReader(threading.Thread):
+    """Reads the scores topic; keeps the latest score per record and live counters."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True, name="scores")
+        from confluent_kafka import Consumer
+
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{os.getpid()}",
+                                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        self.consumer.subscribe([topic])
+        self.scores: dict[tuple, list[Scored]] = defaultdict(list)
+        self.levels: Counter[str] = Counter()
+        self.flagged_ip: Counter[str] = Counter()
+        self.flagged_ja4: Counter[str] = Counter()
+        self.received = 0
+        self.stop_event = threading.Event()
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            for msg in self.consumer.consume(2000, 0.2):
+                if msg.error() is not None:
+                    continue
+                doc = orjson.loads(msg.value())
+                key = (str(doc["window_start"]), doc["src_ip"], doc["ja4"], doc["host"])
+                self.scores[key].append(Scored(doc["model_version"], doc["anomaly_score"], doc["threat_level"]))
+                self.levels[doc["threat_level"]] += 1
+                if doc["threat_level"] in ALERT_LEVELS:
+                    self.flagged_ip[doc["src_ip"]] += 1
+                    self.flagged_ja4[doc["ja4"]] += 1
+                self.received += 1
+                now = time.monotonic()
+                self.first_at = self.first_at or now
+                self.last_at = now
+        self.consumer.close()
+
+
+# --- evaluation (pure) -----------------------------------------------------------------
+
+def _roc_auc(pos: np.ndarray, neg: np.ndarray) -> float | None:
+    if not len(pos) or not len(neg):
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    return float(roc_auc_score(y, np.r_[pos, neg]))
+
+
+def evaluate(truth: dict[tuple, Truth], scores: dict[tuple, list[Scored]], version: str) -> dict[str, Any]:
+    """Detection quality of one model version on the records it scored."""
+    rows = [(truth[k], s) for k, ss in scores.items() if k in truth for s in ss[-1:] if s.version == version]
+    if not rows:
+        return {"records": 0}
+    score = np.array([s.score for _, s in rows])
+    is_bot = np.array([t.label == "bot" for t, _ in rows])
+    alert = np.array([s.level in ALERT_LEVELS or s.level == "KNOWN_BOT" for _, s in rows])
+    kinds = np.array([("campaign" if t.campaign else t.kind) for t, _ in rows])
+    cut = float(np.quantile(score, 1 - ALERT_RATE))
+    out: dict[str, Any] = {
+        "records": len(rows), "bots": int(is_bot.sum()),
+        "precision": float((alert & is_bot).sum() / max(alert.sum(), 1)),
+        "recall": float((alert & is_bot).sum() / max(is_bot.sum(), 1)),
+        "roc_auc": _roc_auc(score[is_bot], score[~is_bot]), "by_kind": {}}
+    humans = score[kinds == "human"]
+    for kind in sorted(set(kinds.tolist()) - {"human"}):
+        sel = kinds == kind
+        out["by_kind"][kind] = {"records": int(sel.sum()), "recall": float(alert[sel].mean()),
+                                f"recall_at_{int(ALERT_RATE * 100)}pct_alerts": float((score[sel] >= cut).mean()),
+                                "roc_auc": _roc_auc(score[sel], humans)}
+    return out
+
+
+# --- the demo --------------------------------------------------------------------------
+
+@dataclass
+class DemoState:
+    step: str = "starting"
+    versions: dict[str, str] = field(default_factory=dict)
+    lag: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Demo:
+    def __init__(self, settings: Settings, args: Any) -> None:
+        self.settings = settings
+        self.args = args
+        self.var = Path(args.var).resolve()
+        self.logs = self.var / "demo" / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.models = self.var / "models"
+        self.dsn = settings.clickhouse_url if settings.clickhouse_url != "chdb://./var/clickhouse" \
+            else f"chdb://{self.var / 'clickhouse'}"
+        self.state = DemoState()
+        self.children: list[Child] = []
+        self.broker: TansuBroker | None = None
+        self.say: Callable[[str], None] = print
+
+    # -- environment of the product processes --
+    def env(self, bootstrap: str) -> dict[str, str]:
+        s = self.settings
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MODEL_STORE": str(self.models), "CLICKHOUSE_URL": self.dsn,
+               "TOPIC_PARTITIONS": str(max(4, self.args.replicas * 2)),
+               "KAFKA_SESSION_TIMEOUT_S": "6", "KAFKA_HEARTBEAT_S": "1", "KAFKA_REBALANCE_TIMEOUT_S": "6",
+               "SCORER_BATCH_WAIT_MS": str(s.scorer_batch_wait_ms), "SCORER_BATCH_MAX": str(s.scorer_batch_max),
+               "SINK_BATCH_WAIT_MS": "500", "MODEL_NAME": s.model_name, "LOG_LEVEL": "info",
+               "PYTHONUNBUFFERED": "1"}
+        # Pass the user's own settings (e.g. EIF_NTREES=50 for a quick run) through.
+        for key, value in os.environ.items():
+            if key in ("EIF_NTREES", "EIF_SAMPLE_SIZE", "AE_EPOCHS", "XGB_MIN_LABELS", "VAL_ANOMALY_GATE",
+                       "SCORER_THREADS", "CONTROL_SIGNING_KEY", "EIF_NDIM"):
+                env[key] = value
+        return env
+
+    def trainer(self, env: dict[str, str], *argv: str, name: str) -> int:
+        child = Child(name, [sys.executable, "-m", "trainer.cli", *argv], env, self.logs / f"{name}.log")
+        rc = child.run()
+        if rc != 0:
+            raise RuntimeError(f"`stream-trainer {' '.join(argv)}` failed with {rc}: see {child.log_path}")
+        return rc
+
+    def run(self) -> dict[str, Any]:
+        args = self.args
+        started_at = time.time()
+        self.say(f"[1/6] starting the embedded broker; ClickHouse and models under {self.var}")
+        self.broker = TansuBroker(_free_port(), self.logs / "broker.log").start()
+        bootstrap = self.broker.bootstrap
+        env = self.env(bootstrap)
+        self.say("[2/6] loading a week of simulated, labelled history and training the first version")
+        self.trainer(env, "init-db", name="init-db")
+        self.trainer(env, "load", "--simulate", "--days", "7", "--rate", str(args.history_rate), "--bot-share", "0.1",
+                     "--label-share", "0.05", name="load-history")
+        self.trainer({**env, "RETRAIN_INTERVAL_H": "0"}, "run-once", "--force", name="train-first")
+        first = self._current()
+        self.say(f"      first version {first}")
+
+        self.say(f"[3/6] starting {args.replicas} scorer replicas and the sink; streaming live traffic")
+        replicas = []
+        for i in range(args.replicas):
+            port = _free_port()
+            child = Child(f"scorer-{i + 1}", [sys.executable, "-m", "stream_scorer.cli", "worker"],
+                          {**env, "SCORER_WEB_PORT": str(port)}, self.logs / f"scorer-{i + 1}.log").start()
+            child.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+            replicas.append(child)
+            self.children.append(child)
+        sink_port = _free_port()
+        sink_env = {**env, "SINK_WEB_PORT": str(sink_port)}
+        sink = self._start_sink(sink_env)
+        self._wait_ready(replicas)
+        reader = ScoreReader(bootstrap, self.settings.topic_scores)
+        reader.start()
+        traffic = Traffic(bootstrap, self.settings.topic_features, args.rate, seed=int(time.time()) % 100000,
+                          duration=args.duration)
+        traffic.start()
+        live_start = time.monotonic()
+        retrained: str | None = None
+        reload_at: float | None = None
+        view = self._view(replicas, reader, traffic)
+        try:
+            with view:
+                while True:
+                    elapsed = time.monotonic() - live_start
+                    if traffic.error:
+                        raise traffic.error
+                    if elapsed >= CAMPAIGN_AT * args.duration and traffic.campaign_share == 0.0:
+                        traffic.campaign_share = 0.3
+                        self.state.step = "bot campaign impersonating a browser JA4 under way"
+                        self.say("[3/6] a bot campaign impersonating a browser fingerprint starts")
+                    if elapsed >= RETRAIN_AT * args.duration and retrained is None:
+                        self.state.step = "analysts label part of the campaign; retraining"
+                        self.say("[4/6] analysts label part of the campaign; the trainer runs while traffic flows")
+                        sink.stop()
+                        self._feed_labels(traffic, env)
+                        self.trainer({**env, "RETRAIN_INTERVAL_H": "0", "XGB_RETRAIN_INTERVAL_H": "0"}, "run-once", "--force",
+                                     name="retrain")
+                        retrained = self._current()
+                        sink = self._start_sink(sink_env)
+                        self.say(f"      new version {retrained}; waiting for every replica to hot-reload it")
+                    if retrained and reload_at is None and all(v == retrained for v in self._versions(replicas).values()):
+                        reload_at = time.monotonic()
+                        self.state.step = f"all replicas serve {retrained}"
+                        self.say(f"[4/6] every replica switched to {retrained} without a restart")
+                    view.refresh()
+                    done = elapsed >= args.duration and retrained is not None and reload_at is not None \
+                        and time.monotonic() - reload_at >= min(10.0, args.duration / 4)
+                    if done:
+                        break
+                    time.sleep(0.5)
+            self.say("[5/6] stopping traffic and waiting until every record is scored")
+            traffic.stop_event.set()
+            traffic.join(60)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not set(traffic.truth) <= set(reader.scores):
+                time.sleep(0.5)
+            served = {r.name: _metric_sum(r.url, "ja4_records_scored_total") for r in replicas}  # type: ignore[attr-defined]
+            versions = self._versions(replicas)
+            self._wait_sink_idle(sink_port)
+        finally:
+            reader.stop_event.set()
+            traffic.stop_event.set()
+            for child in self.children:
+                child.stop()
+        counted = run_chdb_task(self.dsn, "count_scores", str(started_at), self.logs / "chdb.log")
+        scored_keys = set(reader.scores) & set(traffic.truth)
+        live_s = (reader.last_at or time.monotonic()) - (reader.first_at or live_start)
+        summary = {
+            "records_sent": traffic.sent, "records_scored": len(scored_keys),
+            "score_messages": reader.received, "duplicates": reader.received - len(set(reader.scores)),
+            "throughput_records_per_s": round(reader.received / max(live_s, 1e-9), 1),
+            "replicas_served": served, "replica_versions": versions,
+            "first_version": first, "retrained_version": retrained,
+            "ml_all_scores_rows": counted[0], "ml_all_scores_distinct_records": counted[1],
+            "levels": dict(reader.levels),
+            "before": evaluate(traffic.truth, reader.scores, first),
+            "after": evaluate(traffic.truth, reader.scores, retrained) if retrained else None,
+            "reports": [str(p) for p in sorted((self.models / self.settings.model_name / "reports").glob("*/report.html"))][-2:],
+            "logs": str(self.logs),
+        }
+        (self.var / "demo" / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        self._print_summary(summary)
+        return summary
+
+    # -- helpers --
+    def _start_sink(self, env: dict[str, str]) -> Child:
+        sink = Child("sink", [sys.executable, "-m", "stream_scorer.cli", "sink"], env, self.logs / "sink.log").start()
+        self.children.append(sink)
+        return sink
+
+    def _current(self) -> str:
+        from .bundle import ModelStore
+
+        version = ModelStore(self.models).current(self.settings.model_name)
+        if version is None:
+            raise RuntimeError(f"the trainer produced no current version: see {self.logs}")
+        return version
+
+    def _versions(self, replicas: list[Child]) -> dict[str, str]:
+        out = {}
+        for r in replicas:
+            info = _get_json(r.url + "/model")  # type: ignore[attr-defined]
+            out[r.name] = ((info or {}).get("active") or {}).get("model_version") or "-"
+        self.state.versions = out
+        return out
+
+    def _wait_ready(self, replicas: list[Child], timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [_get_json(r.url + "/health") for r in replicas]  # type: ignore[attr-defined]
+            if all(s and s.get("ready") for s in states):
+                return
+            for r in replicas:
+                if r.proc and r.proc.poll() is not None:
+                    raise RuntimeError(f"{r.name} exited: see {r.log_path}")
+            time.sleep(0.5)
+        raise RuntimeError(f"replicas not ready within {timeout}s: see {self.logs}")
+
+    def _wait_sink_idle(self, port: int, quiet_s: float = 3.0, timeout: float = 60.0) -> None:
+        last, since = -1, time.monotonic()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = _get_json(f"http://127.0.0.1:{port}/health") or {}
+            n = info.get("inserted", -1)
+            if n != last:
+                last, since = n, time.monotonic()
+            elif n >= 0 and time.monotonic() - since >= quiet_s:
+                return
+            time.sleep(0.5)
+
+    def _feed_labels(self, traffic: Traffic, env: dict[str, str]) -> None:
+        """What the web platform and the analysts would have written by now: the live
+        feature rows, and analyst labels for part of the campaign (and some humans)."""
+        rng = np.random.default_rng(1)
+        records = list(traffic.sent_records)
+        feats_path = self.var / "demo" / "live_features.ndjson"
+        labels_path = self.var / "demo" / "live_labels.ndjson"
+        labels = []
+        with open(feats_path, "wb") as fh:
+            for rec in records:
+                fh.write(orjson.dumps(rec) + b"\n")
+        for rec in records:
+            key = (str(rec["window_start"]), rec["src_ip"], rec["ja4"], rec["host"])
+            t = traffic.truth[key]
+            if (t.campaign and rng.random() < 0.3) or (t.label == "human" and rng.random() < 0.02):
+                labels.append({"window_start": rec["window_start"], "src_ip": rec["src_ip"], "ja4": rec["ja4"],
+                               "host": rec["host"], "label": t.label})
+        with open(labels_path, "wb") as fh:
+            for lab in labels:
+                fh.write(orjson.dumps(lab) + b"\n")
+        loaded = run_chdb_task(self.dsn, "load", json.dumps({"features": str(feats_path), "labels": str(labels_path)}),
+                               self.logs / "chdb.log")
+        self.say(f"      loaded {loaded['features']} live feature rows and {loaded['labels']} analyst labels")
+
+    def _lag(self) -> int:
+        return 0
+
+    def _view(self, replicas: list[Child], reader: ScoreReader, traffic: Traffic) -> Any:
+        live = not self.args.no_live and sys.stdout.isatty()
+        return LiveView(self, replicas, reader, traffic, enabled=live)
+
+    def _print_summary(self, s: dict[str, Any]) -> None:
+        p = self.say
+        p("[6/6] summary")
+        p(f"  records sent {s['records_sent']}, scored {s['records_scored']} "
+          f"(score messages {s['score_messages']}, duplicates {s['duplicates']}), "
+          f"{s['throughput_records_per_s']} records/s")
+        p(f"  replicas: " + ", ".join(f"{k} scored {int(v)} on {s['replica_versions'].get(k)}" for k, v in s["replicas_served"].items()))
+        p(f"  ml_all_scores: {s['ml_all_scores_rows']} rows, {s['ml_all_scores_distinct_records']} distinct records")
+        for label, version in (("before", s["first_version"]), ("after", s["retrained_version"])):
+            ev = s.get(label) or {}
+            if not ev.get("records"):
+                continue
+            auc = ev.get("roc_auc")
+            p(f"  {label} retrain ({version}): {ev['records']} records, precision {ev['precision']:.3f}, "
+              f"recall {ev['recall']:.3f}, ROC AUC {auc:.3f}" if auc is not None else f"  {label}: {ev['records']} records")
+            for kind, k in ev["by_kind"].items():
+                kauc = k.get("roc_auc")
+                p(f"      {kind:<22} n={k['records']:<6} recall {k['recall']:.3f}  "
+                  f"recall@{int(ALERT_RATE * 100)}% alerts {k[f'recall_at_{int(ALERT_RATE * 100)}pct_alerts']:.3f}  "
+                  f"ROC AUC {kauc:.3f}" if kauc is not None else f"      {kind}: n={k['records']}")
+        for report in s["reports"]:
+            p(f"  training report: {report}")
+        p(f"  logs: {s['logs']}; summary: {self.var / 'demo' / 'summary.json'}")
+
+
+class LiveView:
+    """A rich live table, or a progress line every few seconds when not on a terminal."""
+
+    def __init__(self, demo: Demo, replicas: list[Child], reader: ScoreReader, traffic: Traffic, enabled: bool) -> None:
+        self.demo, self.replicas, self.reader, self.traffic, self.enabled = demo, replicas, reader, traffic, enabled
+        self.live: Any = None
+        self.last_line = 0.0
+        self.last_count = (time.monotonic(), 0)
+        self.rate = 0.0
+
+    def __enter__(self) -> "LiveView":
+        if self.enabled:
+            from rich.live import Live
+
+            self.live = Live(self._render(), refresh_per_second=2, transient=False)
+            self.live.__enter__()
+            self.demo.say = lambda msg: self.live.console.print(msg)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+            self.demo.say = print
+
+    def _update_rate(self) -> None:
+        now, n = time.monotonic(), self.reader.received
+        t0, n0 = self.last_count
+        if now - t0 >= 1.0:
+            self.rate = (n - n0) / (now - t0)
+            self.last_count = (now, n)
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        r = self.reader
+        versions = self.demo._versions(self.replicas)
+        table = Table(title=f"ja4-stream demo: {self.demo.state.step}", show_header=False)
+        table.add_row("records sent / scored", f"{self.traffic.sent} / {r.received}")
+        table.add_row("scores/s", f"{self.rate:.0f}")
+        table.add_row("lag (sent - scored)", str(max(0, self.traffic.sent - len(r.scores))))
+        table.add_row("threat levels", ", ".join(f"{k} {v}" for k, v in r.levels.most_common()))
+        table.add_row("top flagged src_ip", ", ".join(f"{k} ({v})" for k, v in r.flagged_ip.most_common(3)))
+        table.add_row("top flagged JA4", ", ".join(f"{k} ({v})" for k, v in r.flagged_ja4.most_common(2)))
+        for name, version in versions.items():
+            table.add_row(name, version)
+        return table
+
+    def refresh(self) -> None:
+        self._update_rate()
+        if self.live is not None:
+            self.live.update(self._render())
+            return
+        if time.monotonic() - self.last_line >= 5.0:
+            self.last_line = time.monotonic()
+            r = self.reader
+            versions = self.demo._versions(self.replicas)
+            print(f"  sent {self.traffic.sent} scored {r.received} ({self.rate:.0f}/s) lag "
+                  f"{max(0, self.traffic.sent - len(r.scores))} | "
+                  + " ".join(f"{k}={v}" for k, v in r.levels.most_common(4))
+                  + " | " + " ".join(f"{k}:{v[-4:]}" for k, v in versions.items()), flush=True)
+
+
+def run_demo(settings: Settings, args: Any) -> int:
+    """Entry point of ``stream-scorer demo``; Ctrl-C stops every process it started."""
+    demo = Demo(settings, args)
+    try:
+        demo.run()
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted: stopping every process the demo started", flush=True)
+        return 130
+    finally:
+        for child in demo.children:
+            child.stop()
+        if demo.broker is not None:
+            demo.broker.stop()
