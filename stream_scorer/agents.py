@@ -96,8 +96,18 @@ async def score_features(stream: StreamT) -> None:
     await wait_for_model()
     within = settings.scorer_batch_wait_ms / 1000.0
     async for events in stream.noack_take(settings.scorer_batch_max, within=within):
-        await process_batch(list(events))
-        for event in events:
+        batch = list(events)
+        task = asyncio.ensure_future(process_batch(batch))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # SIGTERM/rebalance while a batch is in hand: finish it (its outputs are already
+            # being produced), ack it so the final commit includes it, then stop.
+            await task
+            for event in batch:
+                await stream.ack(event)
+            raise
+        for event in batch:
             await stream.ack(event)
 
 

@@ -45,3 +45,27 @@ def unique() -> str:
 def chdb_url(tmp_path: Path) -> str:
     """A DSN for a fresh embedded ClickHouse (chdb) database directory."""
     return f"chdb://{tmp_path / 'clickhouse'}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Print the fault campaign's table (for the README's Reliability section)."""
+    import json
+
+    from tests.helpers import REPO
+
+    path = REPO / "var" / "test-results" / "faults.json"
+    if not path.exists() or path.stat().st_mtime < getattr(config, "_ja4_started", 0):
+        return
+    rows = json.loads(path.read_text())
+    terminalreporter.section("fault campaign")
+    terminalreporter.write_line("| fault | records in | distinct scored | lost | duplicates | recovery (s) |")
+    terminalreporter.write_line("| --- | --- | --- | --- | --- | --- |")
+    for r in rows.values():
+        terminalreporter.write_line(f"| {r['fault']} | {r['records_in']} | {r['distinct_scored']} | {r['lost']} | "
+                                    f"{r['duplicates']} | {r['recovery_s'] if r['recovery_s'] is not None else '-'} |")
+
+
+def pytest_configure(config) -> None:
+    import time
+
+    config._ja4_started = time.time()

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlparse, urlunparse
 
 import numpy as np
 
-from stream_scorer.errors import SchemaError
+from stream_scorer.errors import ConfigError, SchemaError
 from stream_scorer.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,8 @@ def to_epoch(value: Any, what: str = "window_start") -> int:
     """Epoch seconds from an ISO-8601 string, epoch seconds (number or digits) or a datetime
     (naive = UTC), as the contract allows for ``window_start``.
 
-    >>> to_epoch("2026-11-24T10:00:00Z"), to_epoch(1795687200), to_epoch("1795687200.0")
-    (1795687200, 1795687200, 1795687200)
+    >>> to_epoch("2026-11-24T10:00:00Z"), to_epoch(1795514400), to_epoch("1795514400.0")
+    (1795514400, 1795514400, 1795514400)
     """
     if isinstance(value, bool) or value is None:
         raise SchemaError(f"{what} {value!r} is not a time")
@@ -230,20 +230,25 @@ def parse_dsn(dsn: str) -> Target:
         else:
             raw = parsed.netloc + parsed.path
             if not raw:
-                raise SchemaError(f"CLICKHOUSE_URL {dsn!r}: a chdb:// DSN needs a directory path")
+                raise ConfigError(f"CLICKHOUSE_URL: a chdb:// DSN needs a directory path, got {dsn!r}")
             path = os.path.abspath(os.path.expanduser(raw))
         database = database or DEFAULT_DATABASE
-        ident(database, "database")
+        _check_database(database)
         return Target("chdb", database, chdb_path=path)
     if parsed.scheme in ("http", "https", "clickhouse", "clickhouses"):
         scheme = {"clickhouse": "http", "clickhouses": "https"}.get(parsed.scheme, parsed.scheme)
         database = parsed.path.strip("/").split("/")[0] or DEFAULT_DATABASE
-        ident(database, "database")
+        _check_database(database)
         # The client itself is opened without a database (the server's default for the user):
         # ours may not exist before init-db, and every statement names it anyway.
         http_dsn = urlunparse((scheme, parsed.netloc, "", "", parsed.query, ""))
         return Target("http", database, http_dsn=http_dsn)
-    raise SchemaError(f"CLICKHOUSE_URL {dsn!r}: scheme must be chdb, http or https")
+    raise ConfigError(f"CLICKHOUSE_URL: scheme must be chdb, http(s) or clickhouse(s), got {parsed.scheme!r}")
+
+
+def _check_database(name: str) -> None:
+    if not IDENT_RE.match(name):
+        raise ConfigError(f"CLICKHOUSE_URL: database {name!r} is not an identifier (letters, digits, '_')")
 
 
 def connect(dsn: str) -> "ClickHouseIO":

@@ -10,8 +10,9 @@ contaminated and the model is refused.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -37,6 +38,10 @@ class FitConfig:
     contamination: float = 0.05
     nthreads: int = 2
     seed: int = 1
+    #: torch threads while the autoencoder trains. Its layers are at most 64 wide and its
+    #: batches 256 rows: too little work per operation to share. Two threads were measured
+    #: 4-50x slower than one on a busy 2-core machine (OpenMP threads waiting on each other).
+    ae_threads: int = 1
 
 
 @dataclass
@@ -51,6 +56,37 @@ class FitResult:
     val_scores: dict[str, np.ndarray] = field(default_factory=dict)
     ae_loss_curve: list[float] = field(default_factory=list)
     ae_val_loss_curve: list[float] = field(default_factory=list)
+
+
+#: Below this many labelled rows XGBoost trains on one thread.
+XGB_PARALLEL_MIN_ROWS = 50_000
+
+
+def xgb_threads(n_rows: int, nthreads: int) -> int:
+    """Threads for an XGBoost fit on ``n_rows``.
+
+    XGBoost's ``hist`` method synchronises its threads at every tree node; on a small table
+    the work between barriers is tiny, and on a busy machine (CPU oversubscribed, OpenMP
+    threads spinning at barriers) two threads were measured 10-30x *slower* than one. Small
+    fits therefore use a single thread.
+
+    >>> xgb_threads(5_000, 8), xgb_threads(500_000, 8)
+    (1, 8)
+    """
+    return nthreads if n_rows >= XGB_PARALLEL_MIN_ROWS else 1
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads, then restore the previous number."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def medians_of(X: np.ndarray) -> np.ndarray:
@@ -102,15 +138,16 @@ def fit_ensemble(X: np.ndarray, features: tuple[str, ...], config: FitConfig, *,
     val_anomaly_rate = float(np.mean(eif_val > eif_threshold))
 
     say("ae", {"rows": len(X_train), "epochs": config.ae_epochs})
-    ae = AutoencoderDetector(epochs=config.ae_epochs, random_seed=config.seed).fit(
-        X_train, X_val, progress=lambda epoch, loss: say("ae_epoch", {"epoch": epoch, "loss": loss}))
+    with torch_threads(config.ae_threads):
+        ae = AutoencoderDetector(epochs=config.ae_epochs, random_seed=config.seed).fit(
+            X_train, X_val, progress=lambda epoch, loss: say("ae_epoch", {"epoch": epoch, "loss": loss}))
 
     xgb = None
     if xgb_data is not None:
         say("xgb", {"rows": len(xgb_data[1])})
         Xl, yl = xgb_data
         Xl, _ = impute(np.asarray(Xl, dtype=np.float64), medians)
-        xgb = XGBDetector(nthreads=config.nthreads, random_seed=config.seed).fit(Xl, yl)
+        xgb = XGBDetector(nthreads=xgb_threads(len(yl), config.nthreads), random_seed=config.seed).fit(Xl, yl)
     elif xgb_prefit is not None:
         xgb = xgb_prefit
 

@@ -18,6 +18,8 @@ import numpy as np
 
 from stream_scorer.detectors import XGBDetector
 
+from .fit import xgb_threads
+
 log = logging.getLogger(__name__)
 
 #: The original's rule: at least this many positives besides ``XGB_MIN_LABELS`` labels.
@@ -72,7 +74,7 @@ def find_noisy(X: np.ndarray, y: np.ndarray, *, nthreads: int = 1, seed: int = 1
     from cleanlab.filter import find_label_issues
 
     y = np.asarray(y, dtype=np.int32)
-    proba = XGBDetector(nthreads=nthreads, random_seed=seed).predict_proba_oof(
+    proba = XGBDetector(nthreads=xgb_threads(len(y), nthreads), random_seed=seed).predict_proba_oof(
         np.asarray(X, dtype=np.float64), y, folds=folds, seed=seed)
     # n_jobs=1: cleanlab's multiprocessing would fork a process holding torch and chdb.
     issues = find_label_issues(labels=y, pred_probs=proba, filter_by="prune_by_noise_rate", n_jobs=1)

@@ -18,6 +18,7 @@ from typing import Any
 
 from stream_scorer.control import ControlMessage, build_activate, parse_control
 from stream_scorer.errors import ControlError, Ja4StreamError
+from stream_scorer.kafka_config import confluent_config
 from stream_scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,37 +26,34 @@ log = logging.getLogger(__name__)
 #: Seconds to wait for the broker to confirm an announcement.
 PUBLISH_TIMEOUT_S = 30.0
 
-_PROTOCOLS = {"plaintext": "PLAINTEXT", "ssl": "SSL", "sasl_plaintext": "SASL_PLAINTEXT", "sasl_ssl": "SASL_SSL"}
-_MECHANISMS = {"plain": "PLAIN", "scram-sha-256": "SCRAM-SHA-256", "scram-sha-512": "SCRAM-SHA-512"}
-
 
 class PublishError(Ja4StreamError):
     """The control message could not be published or its delivery was not confirmed."""
 
 
 def kafka_config(settings: Settings) -> dict[str, Any]:
-    """librdkafka configuration (bootstrap + security) from the settings.
+    """librdkafka configuration (bootstrap servers + security) for the trainer's clients.
+
+    The mapping of ``KAFKA_SECURITY_PROTOCOL`` / ``KAFKA_SASL_*`` / ``KAFKA_SSL_*`` to librdkafka
+    keys lives in one place for the whole product, :func:`stream_scorer.kafka_config.confluent_config`;
+    this is the trainer's entry to it (and what its unit test pins down).
 
     >>> from stream_scorer.settings import load_settings
     >>> kafka_config(load_settings({}))
     {'bootstrap.servers': 'localhost:9092', 'security.protocol': 'PLAINTEXT'}
     """
-    protocol = settings.kafka_security_protocol
-    conf: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap_servers,
-                            "security.protocol": _PROTOCOLS[protocol]}
-    if protocol.startswith("sasl"):
-        conf["sasl.mechanism"] = _MECHANISMS[settings.kafka_sasl_mechanism]
-        if settings.kafka_sasl_username is not None:
-            conf["sasl.username"] = settings.kafka_sasl_username
-        if settings.kafka_sasl_password is not None:
-            conf["sasl.password"] = settings.kafka_sasl_password
-    if protocol.endswith("ssl"):
-        for key, value in (("ssl.ca.location", settings.kafka_ssl_cafile),
-                           ("ssl.certificate.location", settings.kafka_ssl_certfile),
-                           ("ssl.key.location", settings.kafka_ssl_keyfile)):
-            if value:
-                conf[key] = value
-    return conf
+    return confluent_config(settings)
+
+
+#: librdkafka's own log lines (e.g. a "Connection refused" every few hundred ms while Kafka is
+#: down) go here instead of raw to stderr; the trainer reports failures itself, in one line.
+_RDKAFKA_LOG = logging.getLogger("trainer.librdkafka")
+
+
+def _client_config(settings: Settings) -> dict[str, Any]:
+    if not log.isEnabledFor(logging.DEBUG):
+        _RDKAFKA_LOG.setLevel(logging.CRITICAL)
+    return {**kafka_config(settings), "logger": _RDKAFKA_LOG}
 
 
 def issued_by() -> str:
@@ -68,7 +66,7 @@ def ensure_control_topic(settings: Settings, timeout: float = 10.0) -> bool:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     topic = settings.topic_control
-    admin = AdminClient({**kafka_config(settings), "socket.timeout.ms": int(timeout * 1000)})
+    admin = AdminClient({**_client_config(settings), "socket.timeout.ms": int(timeout * 1000)})
     try:
         # All topics, not list_topics(topic=...): a metadata request naming a missing topic
         # may auto-create it on the broker, with default partitions and no compaction.
@@ -109,7 +107,7 @@ def publish_activate(settings: Settings, *, model: str, version: str, uri: str, 
     ensure_control_topic(settings, timeout=min(timeout, 10.0))
     value = build_activate(model=model, version=version, uri=uri, manifest_sha256=manifest_sha256,
                            issued_by=issued_by(), signing_key=settings.control_signing_key, rollback=rollback)
-    producer = Producer({**kafka_config(settings), "acks": "all", "enable.idempotence": True,
+    producer = Producer({**_client_config(settings), "acks": "all", "enable.idempotence": True,
                          "message.timeout.ms": int(timeout * 1000), "linger.ms": 0})
     outcome: dict[str, Any] = {}
 
@@ -144,6 +142,7 @@ class ControlEntry:
     offset: int
     message: ControlMessage | None
     error: str | None = None
+    value: bytes | None = None
 
 
 def read_control_latest(settings: Settings, timeout: float = 10.0) -> dict[str, ControlEntry]:
@@ -152,7 +151,7 @@ def read_control_latest(settings: Settings, timeout: float = 10.0) -> dict[str, 
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
     topic = settings.topic_control
-    consumer = Consumer({**kafka_config(settings), "group.id": f"stream-trainer-status-{uuid.uuid4().hex[:8]}",
+    consumer = Consumer({**_client_config(settings), "group.id": f"stream-trainer-status-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "enable.partition.eof": True,
                          "auto.offset.reset": "earliest"})
     latest: dict[str, ControlEntry] = {}
@@ -188,7 +187,7 @@ def read_control_latest(settings: Settings, timeout: float = 10.0) -> dict[str, 
                 parsed, error = parse_control(msg.value(), settings.signing_keys), None
             except ControlError as exc:
                 parsed, error = None, str(exc)
-            latest[key] = ControlEntry(key, msg.partition(), msg.offset(), parsed, error)
+            latest[key] = ControlEntry(key, msg.partition(), msg.offset(), parsed, error, msg.value())
         if pending:
             log.warning("control topic %s: partitions %s not read to the end within %.0fs", topic, sorted(pending), timeout)
     finally:

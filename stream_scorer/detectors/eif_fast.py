@@ -9,8 +9,8 @@ standardised score is ``2 ** (-(sum of leaf scores) / (ntrees * exp_avg_depth))`
 ``IsolationForest.predict`` to ~1e-15 (checked by ``bench/test_eif_fast.py``).
 
 Scope (refused with ``ValueError`` otherwise): an ExtIsoForest (ndim > 1) on numeric columns
-only, standard "depth" scoring, little-endian 64-bit serialisation. Missing values (NaN) take
-the node's ``fill_val`` like ``missing_action='impute'``.
+only, standard "depth" scoring, little-endian 64-bit serialisation. Missing or infinite values take
+the node's ``fill_val`` as the term's contribution, like ``missing_action='impute'``.
 
 The walk is level-synchronous over all (row, tree) pairs at once: leaves point to themselves
 with a split of +inf, so ``max_depth`` rounds bring every pair to its leaf without masks.
@@ -94,6 +94,19 @@ class FastEIF:
         return _parse_ext_model(data, pos, n_features)
 
     # -- scoring ------------------------------------------------------------------------
+    def _tables(self):
+        """Packed per-node tables for the walk (built once, cached)."""
+        cached = getattr(self, "_packed", None)
+        if cached is None:
+            k = self.cols.shape[1]
+            ftab = np.ascontiguousarray(np.concatenate(
+                [self.mean, self.coef, self.split[:, None]], axis=1))              # (N, 2k+1)
+            kids = np.ascontiguousarray(np.stack([self.left, self.right], axis=1).ravel())
+            dtype = np.int32 if len(self.split) * 2 < 2**31 else np.int64
+            cached = (ftab, kids.astype(dtype), self.cols.astype(dtype), k, dtype)
+            self._packed = cached
+        return cached
+
     def depth_sums(self, X: np.ndarray, chunk_pairs: int = 1 << 18) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2:
@@ -101,28 +114,30 @@ class FastEIF:
         n, f = X.shape
         if f < self.n_features:
             raise ValueError(f"X has {f} columns, the forest needs {self.n_features}")
-        has_nan = bool(np.isnan(X).any())
+        ftab, kids, cols_t, k, idt = self._tables()
+        has_nan = not bool(np.isfinite(X).all())
         T = self.ntrees
         out = np.empty(n, dtype=np.float64)
         rows_per_chunk = max(1, chunk_pairs // max(T, 1))
-        k = self.cols.shape[1]
+        roots = self.roots.astype(idt)
         for start in range(0, n, rows_per_chunk):
             Xc = X[start:start + rows_per_chunk]
             b = len(Xc)
             flat = Xc.ravel()
-            base = (np.arange(b, dtype=np.int64) * f)[:, None]           # (b, 1)
-            node = np.broadcast_to(self.roots, (b, T)).copy()           # (b, T)
+            base = (np.arange(b, dtype=idt) * idt(f))[:, None, None]              # (b, 1, 1)
+            node = np.broadcast_to(roots, (b, T)).copy()                           # (b, T)
             for _ in range(self.max_depth):
-                cols = self.cols[node]                                     # (b, T, k)
-                coef = self.coef[node]
-                mean = self.mean[node]
-                x = flat[base[:, :, None] + cols] if k else None
-                if has_nan:
-                    x = np.where(np.isnan(x), self.fill[node], x)
-                h = (x[..., 0] - mean[..., 0]) * coef[..., 0]
+                rec = ftab[node]                                                   # (b, T, 2k+1)
+                x = flat[cols_t[node] + base]                                      # (b, T, k)
+                bad = ~np.isfinite(x) if has_nan else None
+                x -= rec[..., :k]
+                x *= rec[..., k:2 * k]
+                if bad is not None:  # isotree: a NaN/inf term contributes the node's fill_val
+                    x = np.where(bad, self.fill[node], x)
+                h = x[..., 0].copy()
                 for j in range(1, k):
-                    h += (x[..., j] - mean[..., j]) * coef[..., j]
-                node = np.where(h <= self.split[node], self.left[node], self.right[node])
+                    h += x[..., j]
+                node = kids[2 * node + (h > rec[..., 2 * k])]
             # isotree accumulates tree by tree in order; keep that order for the sum.
             leaf = self.score[node]
             acc = np.zeros(b, dtype=np.float64)

@@ -312,7 +312,7 @@ def _account(values: list[bytes | None], out: ParsedBatch) -> None:
                 assert orjson.loads(r.value) == doc[r.record_index]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(st.none(), st.binary(max_size=64)), max_size=8))
 def test_arbitrary_bytes_never_raise_and_are_accounted_for(values):
     out = parse_batch(values, FEATURES)
@@ -346,7 +346,7 @@ def _valid(item) -> bool:
     return True
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_message_doc, max_size=6))
 def test_arbitrary_json_never_raises_and_is_accounted_for(docs):
     values = [json.dumps(d).encode() for d in docs]

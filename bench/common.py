@@ -1,0 +1,287 @@
+"""Shared harness pieces: broker, worker subprocesses with CPU/RSS probes, producing, collecting.
+
+Patterns follow ``tests/helpers.py`` (copied, not imported: the benchmark must not break when
+the tests change).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import orjson
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+FAST_GROUP_ENV = {"KAFKA_SESSION_TIMEOUT_S": "6", "KAFKA_HEARTBEAT_S": "1", "KAFKA_REBALANCE_TIMEOUT_S": "6"}
+PARTITIONS = 4
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def topic_env(bootstrap: str, suffix: str, store: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SCORER_APP_ID": f"bench-scorer-{suffix}",
+        "TOPIC_FEATURES": f"bench-features-{suffix}",
+        "TOPIC_SCORES": f"bench-scores-{suffix}",
+        "TOPIC_DLQ": f"bench-dlq-{suffix}",
+        "TOPIC_CONTROL": f"bench-control-{suffix}",
+        "TOPIC_PARTITIONS": str(PARTITIONS),
+        "MODEL_STORE": str(store),
+        "LOG_LEVEL": "WARNING",
+        **FAST_GROUP_ENV,
+    }
+    env.update(extra)
+    return env
+
+
+def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = PARTITIONS) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=15).topics)
+    new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+    if new:
+        for _t, fut in admin.create_topics(new, operation_timeout=15).items():
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001
+                if "exist" not in str(exc).lower():
+                    raise
+
+
+@dataclass
+class Proc:
+    """A Python subprocess (scorer worker or the Faust counter) with probes."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    name: str = "worker"
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self) -> "Proc":
+        env = {**os.environ, **self.env, "SCORER_WEB_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
+        self.log_path = self.cwd / f"{self.name}-{self.port}.log"
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env, stdout=open(self.log_path, "ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            body = exc.read() or b"{}"
+            try:
+                return exc.code, json.loads(body)
+            except ValueError:
+                return exc.code, {}
+
+    def wait_http(self, path: str, ok: Callable[[int, dict], bool], timeout: float = 90.0) -> dict:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            try:
+                status, body = self.get(path)
+                last = body
+                if ok(status, body):
+                    return body
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready within {timeout}s (last {last}):\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    # -- probes -------------------------------------------------------------------------
+    def _ps(self) -> psutil.Process | None:
+        try:
+            return psutil.Process(self.proc.pid) if self.proc else None
+        except psutil.Error:
+            return None
+
+    def cpu_seconds(self) -> float:
+        p = self._ps()
+        if p is None:
+            return 0.0
+        try:
+            t = p.cpu_times()
+            total = t.user + t.system
+            for c in p.children(recursive=True):
+                try:
+                    ct = c.cpu_times()
+                    total += ct.user + ct.system
+                except psutil.Error:
+                    pass
+            return total
+        except psutil.Error:
+            return 0.0
+
+    def rss(self) -> int:
+        p = self._ps()
+        try:
+            return p.memory_info().rss if p else 0
+        except psutil.Error:
+            return 0
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        except ProcessLookupError:
+            pass
+
+
+def scorer_worker(env: dict[str, str], cwd: Path) -> Proc:
+    return Proc([sys.executable, "-m", "stream_scorer.cli", "worker"], env, cwd, name="scorer")
+
+
+def wait_partitions(workers: list[Proc], topic_partitions: int = PARTITIONS, timeout: float = 90.0) -> None:
+    """Every worker ready and the partitions split without overlap."""
+    for w in workers:
+        w.wait_http("/health", lambda s, b: s == 200, timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parts = [w.get("/model")[1].get("partitions") or [] for w in workers]
+        flat = [p for ps in parts for p in ps]
+        if all(parts) and len(flat) == len(set(flat)) == topic_partitions:
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"partitions not split between workers: {parts}")
+
+
+def producer(bootstrap: str, **conf: Any):
+    from confluent_kafka import Producer
+
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "queue.buffering.max.messages": 2_000_000,
+                     "batch.num.messages": 10000, "message.max.bytes": 16 * 1024 * 1024, **conf})
+
+
+def produce_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
+    """Produce every message, flush; return the wall time."""
+    p = producer(bootstrap)
+    t0 = time.perf_counter()
+    for i, (key, value) in enumerate(messages):
+        while True:
+            try:
+                p.produce(topic, value, key)
+                break
+            except BufferError:
+                p.poll(0.01)
+        if i % 2000 == 0:
+            p.poll(0)
+    if p.flush(60) != 0:
+        raise RuntimeError("undelivered messages")
+    return time.perf_counter() - t0
+
+
+class Counter:
+    """Counts messages of a topic from the beginning (confluent-kafka, no commits) in a thread;
+    records arrival times, keys and headers when asked."""
+
+    def __init__(self, bootstrap: str, topic: str, keep: bool = False) -> None:
+        from confluent_kafka import Consumer
+
+        self.topic = topic
+        self.keep = keep
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-count-{topic}-{time.time()}",
+                                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                                  "fetch.wait.max.ms": 10, "fetch.min.bytes": 1})
+        self.consumer.subscribe([topic])
+        self.count = 0
+        self.arrivals: list[tuple[float, bytes | None, str | None]] = []  # (time, key, model-version)
+        self.first_t: float | None = None
+        self.last_t: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msgs = self.consumer.consume(5000, 0.02)
+            now = time.time()
+            for m in msgs:
+                if m.error() is not None:
+                    continue
+                self.count += 1
+                if self.first_t is None:
+                    self.first_t = now
+                self.last_t = now
+                if self.keep:
+                    ver = None
+                    for k, v in m.headers() or []:
+                        if k == "model-version":
+                            ver = (v or b"").decode()
+                    self.arrivals.append((now, m.key(), ver))
+
+    def wait_count(self, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.count >= n:
+                return True
+            time.sleep(0.005)
+        return self.count >= n
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        try:
+            self.consumer.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def records_messages(records: list[dict[str, Any]], per_message: int, key_prefix: str = "") -> list[tuple[bytes, bytes]]:
+    """Messages holding ``per_message`` records each (1 = one JSON object per message)."""
+    out = []
+    if per_message == 1:
+        for i, r in enumerate(records):
+            out.append(((key_prefix + str(i)).encode(), orjson.dumps(r)))
+    else:
+        for i in range(0, len(records), per_message):
+            out.append(((key_prefix + str(i)).encode(), orjson.dumps(records[i:i + per_message])))
+    return out
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values), q))

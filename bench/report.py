@@ -1,0 +1,204 @@
+"""Table, target ratios (issue 6) and chart of one benchmark run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _g(d: Any, *path: Any, default: Any = None) -> Any:
+    for p in path:
+        try:
+            d = d[p]
+        except (KeyError, IndexError, TypeError):
+            return default
+    return d
+
+
+def _tp(res: dict, workers: int, per: int) -> dict | None:
+    for r in res.get("throughput") or []:
+        if r["workers"] == workers and r["records_per_message"] == per:
+            return r
+    return None
+
+
+def ratios(res: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    faust = _g(res, "ceilings", "framework", "msgs_per_s")
+    model = _g(res, "ceilings", "model", "combined_rows_per_s")
+    one = _tp(res, 1, 1)
+    env = _tp(res, 1, 1000)
+    if faust and one:
+        r = one["records_per_s"] / faust
+        out["1rec_per_msg_vs_faust"] = {"value": r, "target": ">= 0.9", "met": r >= 0.9}
+    if model and env:
+        r = env["records_per_s"] / model
+        out["env1000_vs_model"] = {"value": r, "target": ">= 0.8", "met": r >= 0.8}
+    for row in res.get("latency") or []:
+        if row["fraction_of_max"] == 0.5 and row.get("p99_ms") is not None:
+            r = row["p99_ms"] / res["batch_wait_ms"]
+            out["p99_at_50pct_vs_batch_wait"] = {"value": r, "p99_ms": row["p99_ms"], "target": "<= 2",
+                                                 "met": r <= 2}
+    v = _g(res, "eif", "verdict")
+    if v:
+        out["eif_variants_within_0.005"] = {k: x["within_0.005_everywhere"] for k, x in v.items()}
+    return out
+
+
+def _f(x: Any, nd: int = 0) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    return str(x)
+
+
+def render_table(res: dict) -> str:
+    L: list[str] = []
+    m = res.get("machine", {})
+    L.append(f"\n== ja4-stream benchmarks ({'quick' if res.get('quick') else 'full'}) on {m.get('cpu')} "
+             f"x{m.get('logical_cpus')} CPUs, {m.get('ram_gb')} GB; SCORER_BATCH_WAIT_MS={res.get('batch_wait_ms')}; "
+             f"{res.get('broker')}")
+    c = res.get("ceilings") or {}
+    if c:
+        L.append("\n-- ceilings --")
+        L.append(f"transport  raw aiokafka         {_f(_g(c, 'transport', 'msgs_per_s'))} msgs/s")
+        L.append(f"framework  Faust counting agent {_f(_g(c, 'framework', 'msgs_per_s'))} msgs/s")
+        mm = c.get("model") or {}
+        for k in ("eif_rows_per_s", "ae_rows_per_s", "xgb_rows_per_s", "combined_rows_per_s",
+                  "combined_rows_per_s_2threads", "parse_rows_per_s", "score_values_1rec_msgs_rows_per_s",
+                  "score_values_env1000_rows_per_s", "eif_fast_rows_per_s"):
+            if k in mm:
+                L.append(f"model      {k:36s} {_f(mm[k])} rows/s")
+        if "eif_fast_max_abs_diff" in mm:
+            L.append(f"model      eif_fast max |diff| vs isotree   {mm['eif_fast_max_abs_diff']:.1e}")
+    if res.get("throughput"):
+        L.append("\n-- scorer throughput (produce all -> all scores readable) --")
+        L.append(f"{'workers':>7} {'rec/msg':>7} {'records':>8} {'rec/s':>9} {'CPU us/rec':>10} {'CPU util':>8}  RSS MB")
+        for r in res["throughput"]:
+            L.append(f"{r['workers']:>7} {r['records_per_message']:>7} {r['scored']:>8} {r['records_per_s']:>9,.0f} "
+                     f"{r['cpu_s_per_record'] * 1e6:>10,.0f} {r['cpu_utilisation']:>8.2f}  {r['rss_mb']}"
+                     + ("" if r["complete"] else "  INCOMPLETE"))
+    if res.get("latency"):
+        L.append(f"\n-- latency, 1 worker, 1 record/message, open loop (batch wait {res['batch_wait_ms']} ms) --")
+        L.append(f"{'load':>5} {'rate/s':>8} {'achieved':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} recv")
+        for r in res["latency"]:
+            L.append(f"{int(r['fraction_of_max'] * 100):>4}% {r['target_rate']:>8,.0f} {r['achieved_rate']:>8,.0f} "
+                     f"{_f(r['p50_ms'], 1):>8} {_f(r['p95_ms'], 1):>8} {_f(r['p99_ms'], 1):>8} {_f(r['max_ms'], 1):>8} "
+                     f"{r['received']}/{r['records']}")
+    rl, rm, b = res.get("reload"), res.get("reload_memory"), res.get("bundle")
+    if rl or rm or b:
+        L.append("\n-- hot reload --")
+        if b:
+            L.append(f"bundle size {b['bundle_bytes'] / 2**20:.2f} MB ({', '.join(f'{k} {v / 2**20:.2f}' for k, v in b['files'].items())}); "
+                     f"load_bundle+smoke_check median {b['load_plus_smoke_s_median']:.3f} s")
+        if rl:
+            L.append(f"{rl['reloads']} reloads, {rl['replicas']} replicas, stream {rl['stream_rate']:.0f} rec/s: control produced -> "
+                     f"active on all: median {_f(rl['to_all_replicas_median_s'], 3)} s, max {_f(rl['to_all_replicas_max_s'], 3)} s "
+                     f"({rl['succeeded']} ok)")
+            L.append(f"longest gap between score arrivals: {_f(rl['max_gap_without_reloads_s'], 3)} s without reloads, "
+                     f"{_f(rl['max_gap_during_reloads_s'], 3)} s during reloads; scored {rl['records_scored_unique']}/{rl['records_sent']}")
+        if rm:
+            L.append(f"{rm['reloads']} reloads in one worker: RSS {rm['rss_before_mb']:.0f} -> {rm['rss_after_mb']:.0f} MB "
+                     f"({rm['growth_mb']:+.0f} MB)")
+    if res.get("trainer"):
+        L.append("\n-- trainer (subprocess per size; peak RSS sampled every 20 ms) --")
+        for t in res["trainer"]:
+            if "error" in t:
+                L.append(f"{t['rows']:>9} rows: ERROR {t['error'][-300:]}")
+                continue
+            L.append(f"{t['rows']:>9} rows: total {t['total_seconds']:.1f} s, ru_maxrss {t['ru_maxrss_mb']:.0f} MB "
+                     f"[{t['mode']}]" + (f", data load (not a phase) {t.get('load_seconds_not_a_phase')} s"
+                                          if "load_seconds_not_a_phase" in t else ""))
+            for p in t["phases"]:
+                L.append(f"           {p['phase']:45s} {p['seconds']:8.2f} s  peak {p['peak_rss_mb']:6.0f} MB")
+    e = res.get("eif")
+    if e:
+        L.append(f"\n-- EIF speed vs quality (ROC AUC fit all/score all, seed 1; speed on {e['speed_rows']} rows, batches of 1,000) --")
+        L.append(f"{'dataset':12s} {'variant':18s} {'AUC':>7} {'rows/s 1t':>10} {'rows/s 2t':>10} {'fast 1t':>9} {'max diff':>9}")
+        for r in e["rows"]:
+            L.append(f"{r['dataset']:12s} {r['variant']:18s} {r['roc_auc']:7.4f} {r['rows_per_s_1thread']:>10,.0f} "
+                     f"{r['rows_per_s_2threads']:>10,.0f} {_f(r.get('fast_rows_per_s_1thread')):>9} "
+                     f"{(format(r['fast_max_abs_diff'], '.1e') if 'fast_max_abs_diff' in r else '-'):>9}")
+        for k, v in e["verdict"].items():
+            L.append(f"  {k:10s} within 0.005 of original everywhere: {v['within_0.005_everywhere']} "
+                     f"({', '.join(f'{d} {x:+.4f}' for d, x in v['auc_minus_original'].items())})")
+    rt = res.get("ratios") or {}
+    if rt:
+        L.append("\n-- targets (issue 6) --")
+        for k, v in rt.items():
+            L.append(f"{k}: {v}")
+    if res.get("errors"):
+        L.append("\n-- errors --")
+        for k, v in res["errors"].items():
+            L.append(f"{k}: {v.strip().splitlines()[-1]}")
+    return "\n".join(L)
+
+
+def write_chart(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+    ax = axes[0][0]
+    labels, vals = [], []
+    c = res.get("ceilings") or {}
+    for name, v in (("aiokafka", _g(c, "transport", "msgs_per_s")), ("Faust count", _g(c, "framework", "msgs_per_s")),
+                    ("model (comb.)", _g(c, "model", "combined_rows_per_s")), ("EIF", _g(c, "model", "eif_rows_per_s"))):
+        if v:
+            labels.append(name)
+            vals.append(v)
+    for r in res.get("throughput") or []:
+        labels.append(f"scorer {r['workers']}w x{r['records_per_message']}")
+        vals.append(r["records_per_s"])
+    ax.barh(labels, vals, color=["#888"] * min(4, len(vals)) + ["#1f77b4"] * (len(vals) - min(4, len(vals))))
+    ax.set_xscale("log")
+    ax.set_xlabel("records (messages) per second, log scale")
+    ax.set_title("ceilings vs scorer throughput")
+    ax = axes[0][1]
+    lat = res.get("latency") or []
+    if lat:
+        x = [r["target_rate"] for r in lat]
+        for q in ("p50_ms", "p95_ms", "p99_ms"):
+            ax.plot(x, [r[q] for r in lat], marker="o", label=q)
+        ax.axhline(2 * res["batch_wait_ms"], color="red", ls="--", label="2 x batch wait")
+        ax.set_xlabel("offered records/s (1 worker)")
+        ax.set_ylabel("ms")
+        ax.legend()
+    ax.set_title("latency produce -> score readable")
+    ax = axes[1][0]
+    tr = [t for t in res.get("trainer") or [] if "phases" in t]
+    if tr:
+        names = []
+        for t in tr:
+            for p in t["phases"]:
+                if p["phase"] not in names:
+                    names.append(p["phase"])
+        bottom = [0.0] * len(tr)
+        for n in names:
+            h = [next((p["seconds"] for p in t["phases"] if p["phase"] == n), 0.0) for t in tr]
+            ax.bar([str(t["rows"]) for t in tr], h, bottom=bottom, label=n[:30])
+            bottom = [a + b for a, b in zip(bottom, h)]
+        ax.set_ylabel("seconds")
+        ax.set_xlabel("baseline rows")
+        ax.legend(fontsize=7)
+    ax.set_title("trainer wall time per phase")
+    ax = axes[1][1]
+    e = res.get("eif")
+    if e:
+        for ds in sorted({r["dataset"] for r in e["rows"]}):
+            rs = [r for r in e["rows"] if r["dataset"] == ds]
+            ax.scatter([r["rows_per_s_1thread"] for r in rs], [r["roc_auc"] for r in rs], label=ds)
+            for r in rs:
+                ax.annotate(r["variant"].split()[-1], (r["rows_per_s_1thread"], r["roc_auc"]), fontsize=6)
+        ax.set_xscale("log")
+        ax.set_xlabel("predict rows/s, 1 thread")
+        ax.set_ylabel("ROC AUC")
+        ax.legend(fontsize=7)
+    ax.set_title("EIF speed vs quality")
+    fig.suptitle(f"ja4-stream benchmarks {res.get('started_at')} - {_g(res, 'machine', 'cpu')}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,252 @@
+"""The scorer end to end: throughput (1 and 2 workers; 1 record/message, envelopes of 100 and
+1,000), latency under an open-loop producer, and hot reloads under a steady stream."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import (Counter, Proc, create_topics, log, percentile, produce_all, producer, records_messages,
+                     scorer_worker, topic_env, wait_partitions)
+
+
+class Session:
+    """N scorer workers on private topics; always stopped in ``close``."""
+
+    def __init__(self, bootstrap: str, store: Path, workdir: Path, suffix: str, n_workers: int,
+                 batch_wait_ms: int) -> None:
+        self.bootstrap = bootstrap
+        self.env = topic_env(bootstrap, suffix, store, SCORER_BATCH_WAIT_MS=str(batch_wait_ms))
+        self.workers: list[Proc] = []
+        self.n_workers = n_workers
+        self.workdir = workdir
+        self.counter: Counter | None = None
+
+    def __enter__(self) -> "Session":
+        create_topics(self.bootstrap, [self.env["TOPIC_FEATURES"], self.env["TOPIC_SCORES"], self.env["TOPIC_DLQ"]])
+        create_topics(self.bootstrap, [self.env["TOPIC_CONTROL"]], partitions=1)
+        try:
+            for _ in range(self.n_workers):
+                self.workers.append(scorer_worker(self.env, self.workdir).start())
+            wait_partitions(self.workers)
+            self.counter = Counter(self.bootstrap, self.env["TOPIC_SCORES"], keep=True)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.counter is not None:
+            self.counter.close()
+        for w in self.workers:
+            w.stop()
+
+    @property
+    def features(self) -> str:
+        return self.env["TOPIC_FEATURES"]
+
+    def cpu(self) -> float:
+        return sum(w.cpu_seconds() for w in self.workers)
+
+    def rss_mb(self) -> list[float]:
+        return [round(w.rss() / 2**20, 1) for w in self.workers]
+
+
+def throughput(s: Session, records: list[dict], shapes: tuple[int, ...], timeout: float = 300) -> list[dict]:
+    """Produce all, time until all score records are readable; per message shape."""
+    assert s.counter is not None
+    out = []
+    for per in shapes:
+        msgs = records_messages(records, per, key_prefix=f"tp{per}-")
+        start_count = s.counter.count
+        cpu0 = s.cpu()
+        t0 = time.perf_counter()
+        produce_s = produce_all(s.bootstrap, s.features, msgs)
+        done = s.counter.wait_count(start_count + len(records), timeout)
+        el = time.perf_counter() - t0
+        cpu = s.cpu() - cpu0
+        got = s.counter.count - start_count
+        row = {"workers": s.n_workers, "records_per_message": per, "records": len(records), "messages": len(msgs),
+               "complete": done, "scored": got, "seconds": el, "produce_seconds": produce_s,
+               "records_per_s": got / el, "cpu_s_per_record": cpu / max(got, 1),
+               "cpu_utilisation": cpu / el, "rss_mb": s.rss_mb()}
+        log(f"  throughput {s.n_workers}w x{per}: {row['records_per_s']:.0f} rec/s, "
+            f"{row['cpu_s_per_record'] * 1e6:.0f} us CPU/rec, RSS {row['rss_mb']}")
+        out.append(row)
+        time.sleep(1.0)
+    return out
+
+
+def _open_loop(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]], rate: float,
+               sent: dict[bytes, float], stop: threading.Event | None = None) -> float:
+    """Send at a fixed rate regardless of the consumer (open loop); return achieved rate."""
+    p = producer(bootstrap, **{"linger.ms": 0})
+    t0 = time.perf_counter()
+    wall0 = time.time()
+    i = 0
+    for i, (key, value) in enumerate(msgs):
+        if stop is not None and stop.is_set():
+            break
+        target = t0 + i / rate
+        while True:
+            d = target - time.perf_counter()
+            if d <= 0:
+                break
+            time.sleep(min(d, 0.002)) if d > 0.0005 else None
+        sent[key] = wall0 + (time.perf_counter() - t0)
+        try:
+            p.produce(topic, value, key)
+        except BufferError:
+            p.poll(0.01)
+            p.produce(topic, value, key)
+        p.poll(0)
+    p.flush(30)
+    el = time.perf_counter() - t0
+    return (i + 1) / el if el > 0 else 0.0
+
+
+def latency(s: Session, records: list[dict], max_rate: float, fractions: tuple[float, ...],
+            duration: float) -> list[dict]:
+    assert s.counter is not None
+    out = []
+    for frac in fractions:
+        rate = max(1.0, frac * max_rate)
+        n = int(rate * duration)
+        recs = (records * (n // len(records) + 1))[:n]
+        msgs = records_messages(recs, 1, key_prefix=f"lat{frac}-")
+        sent: dict[bytes, float] = {}
+        arrivals_before = len(s.counter.arrivals)
+        achieved = _open_loop(s.bootstrap, s.features, msgs, rate, sent)
+        s.counter.wait_count(s.counter.count + 0, 0)  # no-op: keep order
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            got = {k for _, k, _ in s.counter.arrivals[arrivals_before:] if k in sent}
+            if len(got) >= len(sent):
+                break
+            time.sleep(0.05)
+        lat = {}
+        for t, k, _ in s.counter.arrivals[arrivals_before:]:
+            if k in sent and k not in lat:
+                lat[k] = (t - sent[k]) * 1000.0
+        vals = list(lat.values())
+        row = {"fraction_of_max": frac, "target_rate": rate, "achieved_rate": achieved, "records": n,
+               "received": len(vals), "p50_ms": percentile(vals, 50), "p95_ms": percentile(vals, 95),
+               "p99_ms": percentile(vals, 99), "max_ms": max(vals) if vals else None}
+        log(f"  latency {int(frac * 100)}% ({rate:.0f}/s): p50 {row['p50_ms']:.1f} p95 {row['p95_ms']:.1f} "
+            f"p99 {row['p99_ms']:.1f} ms ({len(vals)}/{n})")
+        out.append(row)
+        time.sleep(1.0)
+    return out
+
+
+def _active_versions(workers: list[Proc]) -> list[str | None]:
+    vs = []
+    for w in workers:
+        try:
+            _, body = w.get("/model", timeout=1.0)
+            vs.append((body.get("active") or {}).get("model_version"))
+        except OSError:
+            vs.append(None)
+    return vs
+
+
+def _publish(bootstrap: str, topic: str, info, rollback: bool = False) -> float:
+    from stream_scorer.control import build_activate
+
+    value = build_activate(model=info.model, version=info.version, uri=info.uri,
+                           manifest_sha256=info.manifest_sha256, issued_by="bench@localhost", rollback=rollback)
+    p = producer(bootstrap, **{"linger.ms": 0})
+    t = time.perf_counter()
+    p.produce(topic, value, info.model.encode())
+    p.flush(10)
+    return t
+
+
+def _reload_once(s: Session, info, timeout: float = 30.0) -> float | None:
+    t0 = _publish(s.bootstrap, s.env["TOPIC_CONTROL"], info)
+    deadline = t0 + timeout
+    while time.perf_counter() < deadline:
+        if all(v == info.version for v in _active_versions(s.workers)):
+            return time.perf_counter() - t0
+        time.sleep(0.02)
+    return None
+
+
+def _max_gap(times: list[float], lo: float, hi: float) -> float | None:
+    ts = sorted(t for t in times if lo <= t <= hi)
+    if len(ts) < 2:
+        return None
+    return max(b - a for a, b in zip(ts, ts[1:]))
+
+
+def reloads(s: Session, records: list[dict], versions: list, n_reloads: int, stream_rate: float,
+            baseline_s: float) -> dict[str, Any]:
+    """n reloads under a steady open-loop stream; versions cycle (each message has a new
+    issued_at, so every one is applied). Gaps are between consecutive score arrivals."""
+    assert s.counter is not None
+    n = int(stream_rate * (baseline_s + n_reloads * 3 + 30))
+    recs = (records * (n // len(records) + 1))[:n]
+    msgs = records_messages(recs, 1, key_prefix="rl-")
+    sent: dict[bytes, float] = {}
+    stop = threading.Event()
+    th = threading.Thread(target=_open_loop, args=(s.bootstrap, s.features, msgs, stream_rate, sent, stop), daemon=True)
+    arrivals_before = len(s.counter.arrivals)
+    th.start()
+    try:
+        time.sleep(2.0)
+        b0 = time.time()
+        time.sleep(baseline_s)
+        b1 = time.time()
+        times = []
+        r0 = time.time()
+        for i in range(n_reloads):
+            info = versions[(i + 1) % len(versions)]
+            el = _reload_once(s, info)
+            times.append(el)
+            time.sleep(0.3)
+        r1 = time.time()
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        th.join(60)
+    # every record sent got a score?
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        keys = {k for _, k, _ in s.counter.arrivals[arrivals_before:] if k and k.startswith(b"rl-")}
+        if len(keys) >= len(sent):
+            break
+        time.sleep(0.1)
+    arr = [t for t, k, _ in s.counter.arrivals[arrivals_before:] if k and k.startswith(b"rl-")]
+    ok = [t for t in times if t is not None]
+    res = {"replicas": len(s.workers), "reloads": n_reloads, "succeeded": len(ok), "stream_rate": stream_rate,
+           "to_all_replicas_median_s": percentile(ok, 50), "to_all_replicas_max_s": max(ok) if ok else None,
+           "to_all_replicas_all_s": times,
+           "max_gap_without_reloads_s": _max_gap(arr, b0, b1), "max_gap_during_reloads_s": _max_gap(arr, r0, r1),
+           "records_sent": len(sent), "records_scored_unique": len(keys)}
+    log(f"  reloads: median {res['to_all_replicas_median_s']} max {res['to_all_replicas_max_s']} s; gap "
+        f"{res['max_gap_without_reloads_s']} -> {res['max_gap_during_reloads_s']} s; "
+        f"{res['records_scored_unique']}/{res['records_sent']} scored")
+    return res
+
+
+def reload_memory(s: Session, versions: list, n: int) -> dict[str, Any]:
+    """RSS of one worker before and after n reloads in a row (versions cycle)."""
+    import gc
+
+    gc.collect()
+    w = s.workers[0]
+    rss0 = w.rss()
+    times = []
+    for i in range(n):
+        times.append(_reload_once(s, versions[(i + 1) % len(versions)]))
+    time.sleep(2.0)
+    rss1 = w.rss()
+    res = {"reloads": n, "succeeded": sum(t is not None for t in times), "rss_before_mb": rss0 / 2**20,
+           "rss_after_mb": rss1 / 2**20, "growth_mb": (rss1 - rss0) / 2**20}
+    log(f"  {n} reloads in one worker: RSS {res['rss_before_mb']:.0f} -> {res['rss_after_mb']:.0f} MB")
+    return res

@@ -1,0 +1,186 @@
+"""One trainer benchmark run in its own process (so peak memory is this run's own):
+``python -m bench.trainer_child ROWS WORKDIR [BOOTSTRAP]`` prints one JSON line.
+
+With the full trainer (``trainer.run.Trainer``) present: simulated history is loaded into an
+embedded ClickHouse (not timed as a trainer phase), then ``run_once(force=True)`` is timed per
+phase: query (baseline read), labels (XGB out-of-fold + cleanlab), EIF, AE, XGB, write, report.
+Without it: the phases of ``trainer.fit.fit_ensemble``. Memory: RSS sampled every 20 ms in a
+thread (native numpy/torch memory included), peak per phase, and ``ru_maxrss`` overall.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+
+class Sampler:
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), self._proc.memory_info().rss))
+            time.sleep(0.02)
+
+    def peak(self, t0: float, t1: float) -> int:
+        vals = [r for t, r in self.samples if t0 <= t <= t1]
+        return max(vals) if vals else self._proc.memory_info().rss
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(2)
+
+
+class Phases:
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = []
+
+    def mark(self, name: str) -> None:
+        self.marks.append((name, time.monotonic()))
+
+    def spans(self, end: float) -> list[tuple[str, float, float]]:
+        out = []
+        for i, (name, t) in enumerate(self.marks):
+            t1 = self.marks[i + 1][1] if i + 1 < len(self.marks) else end
+            out.append((name, t, t1))
+        return out
+
+
+def main() -> None:
+    rows = int(sys.argv[1])
+    work = Path(sys.argv[2])
+    bootstrap = sys.argv[3] if len(sys.argv) > 3 else None
+    work.mkdir(parents=True, exist_ok=True)
+    sampler = Sampler()
+    phases = Phases()
+    result: dict = {"rows": rows}
+    try:
+        import trainer.run as trun  # noqa: F401
+        have_trainer = hasattr(trun, "Trainer")
+    except Exception as exc:  # noqa: BLE001
+        have_trainer = False
+        result["trainer_import_error"] = repr(exc)
+    t_start = time.monotonic()
+    rss_start = psutil.Process().memory_info().rss
+    if have_trainer:
+        result["mode"] = "trainer.run.Trainer.run_once(force=True)"
+        _full(rows, work, bootstrap, phases, result)
+    else:
+        result["mode"] = "trainer.fit.fit_ensemble (trainer.run not available)"
+        _fit_only(rows, phases, result)
+    end = time.monotonic()
+    sampler.stop()
+    result["phases"] = [{"phase": n, "seconds": round(t1 - t0, 3), "peak_rss_mb": round(sampler.peak(t0, t1) / 2**20, 1)}
+                        for n, t0, t1 in phases.spans(end)]
+    result["total_seconds"] = round(end - t_start, 3)
+    result["rss_start_mb"] = round(rss_start / 2**20, 1)
+    result["ru_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def _sim_rows(rows: int):
+    from stream_scorer.simulator import TrafficSimulator
+
+    days = 7.0
+    per_hour = max(1, rows // int(days * 24))
+    sim = TrafficSimulator(seed=5, bot_share=0.05)
+    return sim.history(days, per_hour)
+
+
+def _full(rows: int, work: Path, bootstrap: str | None, phases: Phases, result: dict) -> None:
+    import numpy as np
+
+    import trainer.run as trun
+    from stream_scorer.features import DEFAULT_FEATURES, KEY_FIELDS
+    from stream_scorer.settings import load_settings
+    from trainer.clickhouse_io import connect
+
+    env = {"CLICKHOUSE_URL": f"chdb://{work / 'clickhouse'}", "MODEL_STORE": str(work / "models"),
+           "TOPIC_CONTROL": f"bench-trainer-control-{os.getpid()}", "LOG_LEVEL": "WARNING"}
+    if bootstrap:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+    os.environ.update(env)
+    settings = load_settings()
+    t = time.monotonic()
+    data = _sim_rows(rows)
+    with connect(settings.clickhouse_url) as ch:
+        ch.init_db(settings.features or DEFAULT_FEATURES)
+        for i in range(0, len(data), 20000):
+            ch.insert_features(data[i:i + 20000])
+        rng = np.random.default_rng(1)
+        chosen = [r for r in data if rng.random() < 0.02]
+        ch.insert_labels([{**{k: r[k] for k in KEY_FIELDS}, "label": r["label"], "source": "simulator"} for r in chosen])
+    result["load_seconds_not_a_phase"] = round(time.monotonic() - t, 2)
+    result["rows_loaded"] = len(data)
+    result["labels"] = len(chosen)
+    del data, chosen
+
+    orig_fit, orig_report = trun.fit_ensemble, trun.write_report
+    orig_connect_baseline = None
+
+    def fit_wrapper(*a, progress=None, **kw):
+        def say(step, info):
+            if step in ("eif", "ae", "xgb"):
+                phases.mark(step)
+            if progress is not None:
+                progress(step, info)
+        out = orig_fit(*a, progress=say, **kw)
+        phases.mark("evaluate+write+announce")
+        return out
+
+    def report_wrapper(*a, **kw):
+        phases.mark("report")
+        return orig_report(*a, **kw)
+
+    trun.fit_ensemble = fit_wrapper
+    trun.write_report = report_wrapper
+    orig_supervised = trun.Trainer._supervised
+
+    def supervised_wrapper(self, *a, **kw):
+        phases.mark("labels (query + XGB out-of-fold + cleanlab)")
+        return orig_supervised(self, *a, **kw)
+
+    trun.Trainer._supervised = supervised_wrapper
+    _ = orig_connect_baseline
+    phases.mark("query (baseline) + prepare + drift")
+    res = trun.Trainer(settings, publish_timeout_s=10).run_once(force=True)
+    result["decision"] = getattr(res, "decision", None)
+    result["timings_reported_by_trainer"] = getattr(res, "timings", None)
+    result["n_baseline"] = (getattr(res, "metrics", {}) or {}).get("n_baseline")
+
+
+def _fit_only(rows: int, phases: Phases, result: dict) -> None:
+    import numpy as np
+
+    from stream_scorer.features import DEFAULT_FEATURES
+    from trainer.fit import FitConfig, fit_ensemble
+
+    phases.mark("query (simulated rows -> matrix)")
+    data = _sim_rows(rows)
+    X = np.array([[r[f] for f in DEFAULT_FEATURES] for r in data], dtype=np.float64)
+    y = np.array([r["label"] == "bot" for r in data], dtype=np.int32)
+    human = X[y == 0]
+    lab = slice(0, min(len(X), 20000))
+
+    def say(step, info):
+        if step in ("eif", "ae", "xgb"):
+            phases.mark(step)
+
+    fit_ensemble(human, DEFAULT_FEATURES, FitConfig(), xgb_data=(X[lab], y[lab]), progress=say)
+    phases.mark("end")
+
+
+if __name__ == "__main__":
+    main()
