@@ -115,3 +115,30 @@ async def score_features(stream: StreamT) -> None:
 async def follow_control() -> None:
     """Every replica follows the whole control topic (see :mod:`.control_follower`)."""
     await follower.run()
+
+
+@app.timer(interval=5.0)
+async def sample_consumer_lag() -> None:
+    """Consumer lag per assigned partition: high watermark minus committed offset."""
+    consumer = app.consumer
+    try:
+        assigned = [tp for tp in consumer.assignment() if tp.topic == settings.topic_features]
+    except Exception:  # consumer not started yet
+        return
+    metrics.ASSIGNED_PARTITIONS.set(len(assigned))
+    seen = set()
+    for tp in assigned:
+        try:
+            high = consumer.highwater(tp)
+        except Exception:
+            continue
+        committed = consumer._committed_offset.get(tp)  # noqa: SLF001 - Faust keeps no public accessor
+        if high is None:
+            continue
+        lag = max(0, int(high) - int(committed or 0))
+        metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(lag)
+        seen.add(str(tp.partition))
+    for labels in list(metrics.CONSUMER_LAG._metrics):  # noqa: SLF001 - drop revoked partitions
+        if labels[0] not in seen:
+            metrics.CONSUMER_LAG.remove(*labels)
+

@@ -85,11 +85,15 @@ def _read_file(path: Path) -> Iterator[dict[str, Any]]:
                 yield rec
         return
     with open(path, "rb") as fh:
-        for line in fh:
+        for lineno, line in enumerate(fh, 1):
             line = line.strip()
             if not line:
                 continue
-            doc = orjson.loads(line)
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise Ja4StreamError(f"{path}:{lineno}: not JSON ({exc}); use --raw to send lines unchanged "
+                                     "(e.g. to replay a dead-letter dump)") from None
             if isinstance(doc, list):
                 yield from doc
             else:
@@ -120,6 +124,8 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging(settings)
     ensure_topics(settings, [settings.topic_features])
     producer = Producer({**confluent_config(settings), "linger.ms": 5, "queue.buffering.max.messages": 1_000_000})
+    if args.raw:
+        return _produce_raw(settings, producer, Path(args.file))
     if args.file:
         source: Iterator[dict[str, Any]] = _read_file(Path(args.file))
     else:
@@ -153,6 +159,23 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     took = time.monotonic() - started
     print(f"produced {sent} records in {messages} messages to {settings.topic_features} "
           f"in {took:.1f}s ({sent / max(took, 1e-9):.0f} records/s){'; UNDELIVERED: ' + str(left) if left else ''}")
+    return 1 if left else 0
+
+
+def _produce_raw(settings: Settings, producer: Any, path: Path) -> int:
+    """Send each non-empty line of a file unchanged (one message per line): replays a DLQ dump
+    after a fix, whatever the lines hold; the worker dead-letters what is still bad."""
+    sent = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            line = line.rstrip(b"\r\n")
+            if not line:
+                continue
+            producer.produce(settings.topic_features, line)
+            sent += 1
+            producer.poll(0)
+    left = producer.flush(60)
+    print(f"produced {sent} raw messages to {settings.topic_features}{'; UNDELIVERED: ' + str(left) if left else ''}")
     return 1 if left else 0
 
 
@@ -206,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--envelope", type=int, default=1, help="records per message (1 = one object per message)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
     p.add_argument("--with-truth", action="store_true", help="simulator: keep the label/bot_kind fields")
+    p.add_argument("--raw", action="store_true", help="with --file: send each line unchanged (DLQ replay)")
     add_setting_flags(p)
 
     p = sub.add_parser("status", help="print the active model versions")
@@ -233,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "produce":
             if not 1 <= args.envelope <= 100_000:
                 raise ConfigError("--envelope: must be between 1 and 100000")
+            if args.raw and not args.file:
+                raise ConfigError("--raw: needs --file")
             if args.file is None and args.count is None:
                 args.count = 10_000
         if args.command == "worker":

@@ -69,6 +69,10 @@ class Child:
                                      stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
+    def signal(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -123,6 +127,9 @@ def _chdb_task(dsn: str, task: str, payload: str) -> None:
         labels = [orjson.loads(line) for line in open(files["labels"], "rb") if line.strip()]
         ch.insert_labels(labels, source="demo-analyst")
         out = {"features": len(rows), "labels": len(labels)}
+    elif task == "count_history":
+        out = ch.client.query(
+            "SELECT count() FROM ja4.view_ai_features_1h WHERE window_start >= now() - toIntervalDay(7)").result_rows[0][0]
     elif task == "count_scores":
         out = ch.client.query(
             "SELECT count(), uniqExact(window_start, src_ip, ja4, host) FROM ja4.ml_all_scores FINAL "
@@ -223,9 +230,13 @@ class ScoreReader(threading.Thread):
         super().__init__(daemon=True, name="scores")
         from confluent_kafka import Consumer
 
+        from confluent_kafka import TopicPartition
+
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{os.getpid()}",
                                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
-        self.consumer.subscribe([topic])
+        # Assigned, not subscribed: no group join to wait for, every partition from the start.
+        meta = self.consumer.list_topics(topic, timeout=30).topics[topic]
+        self.consumer.assign([TopicPartition(topic, p, -2) for p in meta.partitions])
         self.scores: dict[tuple, list[Scored]] = defaultdict(list)
         self.levels: Counter[str] = Counter()
         self.flagged_ip: Counter[str] = Counter()
@@ -346,9 +357,14 @@ class Demo:
         env = self.env(bootstrap)
         self.say("[2/6] loading a week of simulated, labelled history and training the first version")
         self.trainer(env, "init-db", name="init-db")
-        self.trainer(env, "load", "--simulate", "--days", "7", "--rate", str(args.history_rate), "--bot-share", "0.1",
-                     "--label-share", "0.05", name="load-history")
-        self.trainer({**env, "RETRAIN_INTERVAL_H": "0"}, "run-once", "--force", name="train-first")
+        have = int(run_chdb_task(self.dsn, "count_history", "", self.logs / "chdb.log"))
+        if have >= 7 * 24 * args.history_rate // 2:
+            self.say(f"      {have} rows of the last 7 days already in ClickHouse: reusing them")
+        else:
+            self.trainer(env, "load", "--simulate", "--days", "7", "--rate", str(args.history_rate), "--bot-share",
+                         "0.1", "--label-share", "0.05", name="load-history")
+        # Trains unless ./var already holds a recent version (then the trainer reuses it).
+        self.trainer(env, "run-once", name="train-first")
         first = self._current()
         self.say(f"      first version {first}")
 
@@ -416,6 +432,8 @@ class Demo:
         finally:
             reader.stop_event.set()
             traffic.stop_event.set()
+            for child in self.children:  # SIGTERM all first: they shut down in parallel
+                child.signal()
             for child in self.children:
                 child.stop()
         counted = run_chdb_task(self.dsn, "count_scores", str(started_at), self.logs / "chdb.log")

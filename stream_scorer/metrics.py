@@ -22,6 +22,7 @@ SCORING_SECONDS = Histogram("ja4_batch_scoring_seconds", "Time to parse and scor
 E2E_LAG = Histogram("ja4_end_to_end_lag_seconds", "Now minus the input message's produce timestamp", registry=REGISTRY,
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 CONSUMER_LAG = Gauge("ja4_consumer_lag_records", "High watermark minus committed offset", ["partition"], registry=REGISTRY)
+ASSIGNED_PARTITIONS = Gauge("ja4_assigned_partitions", "Partitions of the features topic assigned to this replica", registry=REGISTRY)
 MODEL_INFO = Info("ja4_active_model", "The model version this replica serves", registry=REGISTRY)
 RELOADS = Counter("ja4_reloads_total", "Control messages and reloads by outcome", ["outcome"], registry=REGISTRY)
 RSS_BYTES = Gauge("ja4_process_rss_bytes", "Resident memory of the worker", registry=REGISTRY)

@@ -251,20 +251,32 @@ def _check_database(name: str) -> None:
         raise ConfigError(f"CLICKHOUSE_URL: database {name!r} is not an identifier (letters, digits, '_')")
 
 
+E_CHDB_BUSY = ("cannot open the embedded ClickHouse at {path}: is another process (the sink, another trainer) "
+               "using it? chdb allows one process per directory; stop it, or use a ClickHouse server")
+
+
 def connect(dsn: str) -> "ClickHouseIO":
     """Open a clickhouse-connect client for ``dsn`` (see :func:`parse_dsn`). Close it (or use
     it as a context manager): chdb allows one engine path per process at a time."""
     import clickhouse_connect
 
+    from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
+
     target = parse_dsn(dsn)
     if target.kind == "chdb":
-        if target.chdb_path is None:
-            client = clickhouse_connect.get_client(dsn="chdb://memory")
-        elif re.search(r"[?#%]", target.chdb_path):  # a DSN cannot carry these verbatim
-            client = clickhouse_connect.get_client(interface="chdb", path=target.chdb_path)
-        else:
-            os.makedirs(target.chdb_path, exist_ok=True)
-            client = clickhouse_connect.get_client(dsn=f"chdb://{target.chdb_path}")
+        try:
+            if target.chdb_path is None:
+                client = clickhouse_connect.get_client(dsn="chdb://memory")
+            elif re.search(r"[?#%]", target.chdb_path):  # a DSN cannot carry these verbatim
+                client = clickhouse_connect.get_client(interface="chdb", path=target.chdb_path)
+            else:
+                os.makedirs(target.chdb_path, exist_ok=True)
+                client = clickhouse_connect.get_client(dsn=f"chdb://{target.chdb_path}")
+        except ClickHouseError as exc:
+            if "Unable to open the chdb engine" not in str(exc):
+                raise
+            # Still a ClickHouseError, so the loop retries: the other process may finish.
+            raise OperationalError(E_CHDB_BUSY.format(path=target.chdb_path)) from exc
     else:
         client = clickhouse_connect.get_client(dsn=target.http_dsn)
     return ClickHouseIO(client, target.database)

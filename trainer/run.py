@@ -129,6 +129,19 @@ class RunResult:
         return rows
 
 
+@dataclass
+class SupervisedPlan:
+    """The supervised part of a training run."""
+
+    mode: str  # trained | reused | none
+    fit_kwargs: dict[str, Any]  # xgb_data or xgb_prefit for fit_ensemble
+    manifest: dict[str, Any] | None  # the manifest's "supervised" section (when trained)
+    report: LabelReport
+    #: Labelled rows (imputed matrix, labels) for the evaluation: those of the validation
+    #: period, unless the supervised model had to train on them.
+    held_out: tuple[np.ndarray, np.ndarray] | None
+
+
 def fit_config(settings: Settings, nthreads: int | None = None) -> FitConfig:
     sample = settings.eif_sample_size
     return FitConfig(eif_ntrees=settings.eif_ntrees, eif_ndim=settings.eif_ndim,
@@ -276,7 +289,10 @@ class Trainer:
         timings: dict[str, float] = {}
         t = time.monotonic()
         pending_version, pending_error = self.publish_pending()
+        if pending_version or pending_error:
+            timings["announce pending"] = time.monotonic() - t
         previous = self.store.current(self.model)
+        t = time.monotonic()
         with connect(s.clickhouse_url) as ch:
             log.info("reading the baseline: last %g days of %s.%s", s.baseline_days, ch.database,
                      clickhouse_io.FEATURES_TABLE)
@@ -356,12 +372,8 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------
     def _supervised(self, ch: ClickHouseIO, prepared: Prepared, cut_time: int, current: LoadedBundle | None,
-                    now: datetime) -> tuple[dict[str, Any], LabelReport, tuple[np.ndarray, np.ndarray] | None]:
-        """Choose the supervised part: train, reuse the current one, or none.
-
-        Returns the ``fit_ensemble`` keyword arguments, the label counts and the held-out
-        labelled rows (imputed matrix, labels) for the evaluation: those of the validation
-        period, unless the supervised model had to train on them."""
+                    now: datetime) -> "SupervisedPlan":
+        """Choose the supervised part: train (cleaned labels), reuse the current one, or none."""
         s = self.settings
         labels = ch.labelled(prepared.features, max_rows=s.baseline_max_rows, now=now)
         report = LabelReport(n_labels=len(labels), n_pos=labels.n_pos, n_neg=len(labels) - labels.n_pos,
@@ -382,11 +394,11 @@ class Trainer:
             log.info("reusing the XGBoost of %s (younger than XGB_RETRAIN_INTERVAL_H=%g h)",
                      reusable.version, s.xgb_retrain_interval_h)
             report.reason = f"reused from {reusable.version}"
-            return {"xgb_prefit": reusable.ensemble.xgb, "_mode": "reused",
-                    "_supervised": dict(reusable.manifest.get("supervised") or {})}, report, held_out
+            return SupervisedPlan("reused", {"xgb_prefit": reusable.ensemble.xgb},
+                                  dict(reusable.manifest.get("supervised") or {}), report, held_out)
         if not ok:
             log.info("no supervised model: %s", why)
-            return {"_mode": "none", "_supervised": None}, report, held_out
+            return SupervisedPlan("none", {}, None, report, held_out)
         holdout = split_holdout(labels.times, labels.y, cut_time, s.xgb_min_labels)
         train = ~holdout if holdout is not None else np.ones(len(labels), dtype=bool)
         report.n_train, report.n_holdout = int(train.sum()), int((~train).sum())
@@ -396,8 +408,8 @@ class Trainer:
         report.n_flagged, report.n_removed = len(flagged), int(train.sum()) - len(yc)
         report.flagged = np.flatnonzero(train)[flagged]
         held = (X_lab[holdout], labels.y[holdout]) if holdout is not None else None
-        return {"xgb_data": (Xc, yc), "_mode": "trained",
-                "_supervised": {"trained_at": now.isoformat(), "labels": report.to_dict()}}, report, held
+        return SupervisedPlan("trained", {"xgb_data": (Xc, yc)}, {"trained_at": now.isoformat(), "labels": report.to_dict()},
+                              report, held)
 
     def _train(self, ch: ClickHouseIO, prepared: Prepared, start: int, end: int, current: LoadedBundle | None,
                previous: str | None, reason: str, drift: DriftReport | None, drift_fields: dict[str, Any],
@@ -410,11 +422,12 @@ class Trainer:
         cut = min(max(int(round(len(prepared) * config.train_share)), 1), len(prepared) - 1)
         cut_time = int(prepared.times[cut])
         t = time.monotonic()
-        sup, label_report, held = self._supervised(ch, prepared, cut_time, current, now)
-        mode, supervised = sup.pop("_mode"), sup.pop("_supervised")
+        plan = self._supervised(ch, prepared, cut_time, current, now)
+        mode, supervised, label_report, held = plan.mode, plan.manifest, plan.report, plan.held_out
         timings["labels"] = time.monotonic() - t
         t = time.monotonic()
-        fit: FitResult = fit_ensemble(prepared.X, prepared.features, config, progress=self._progress(), **sup)
+        fit: FitResult = fit_ensemble(prepared.X, prepared.features, config, progress=self._progress(),
+                                      **plan.fit_kwargs)
         timings["fit"] = time.monotonic() - t
         ens = fit.ensemble
 
