@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 from .ceilings import model_ceiling, run_ceilings
 
-                results["ceilings"] = run_ceilings(bootstrap, records_messages(tp_records, 1), work, suffix)
-                results["ceilings"]["model"] = model_ceiling(infos[0].path, traffic, quick)
+                results["ceilings"] = {"model": model_ceiling(infos[0].path, traffic, quick)}
+                results["ceilings"].update(run_ceilings(bootstrap, records_messages(tp_records, 1), work, suffix))
             except Exception:  # noqa: BLE001
                 results["errors"]["ceilings"] = traceback.format_exc()
                 log(results["errors"]["ceilings"])

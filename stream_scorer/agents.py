@@ -10,8 +10,10 @@ between leaves the batch unacked: it is re-delivered (at-least-once), never skip
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
+from collections import Counter
 
 from faust.types import EventT, StreamT
 
@@ -52,36 +54,43 @@ def _fail_batch(values: list[bytes | None], reason: str) -> BatchOutput:
                        records_in=len(values))
 
 
+#: One scoring thread per worker: isotree, XGBoost and torch release the GIL, so the event
+#: loop keeps fetching, producing and heartbeating while a batch is scored.
+_SCORING_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="score")
+
+
 async def process_batch(events: list[EventT]) -> None:
     model = holder.active  # one reference for the whole batch: never a half-swapped model
     assert model is not None
     values = [e.message.value for e in events]
     started = time.perf_counter()
+    loop = asyncio.get_running_loop()
     try:
-        out = score_values(values, model.bundle)
+        out = await loop.run_in_executor(_SCORING_POOL, score_values, values, model.bundle)
     except Exception as exc:  # a model bug must not stall the partition or lose the batch
         log.exception("scoring failed for a batch of %d messages", len(values))
         out = _fail_batch(values, f"scoring failed: {exc!r}"[:500])
     metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
     producer = app.producer
-    version = model.version.encode()
-    pending = []
-    for idx, value in out.scores:
-        ev = events[idx]
-        pending.append(await producer.send(scores_topic.get_topic_name(), ev.message.key, value, None, None,
-                                           [("model-version", version)]))
+    scores_name, dlq_name = scores_topic.get_topic_name(), dlq_topic.get_topic_name()
+    version_header = [("model-version", model.version.encode())]
+    sends = [producer.send(scores_name, events[idx].message.key, value, None, None, version_header)
+             for idx, value in out.scores]
     for rej in out.rejects:
         ev = events[rej.message_index]
-        pending.append(await producer.send(dlq_topic.get_topic_name(), ev.message.key, rej.value, None, None,
-                                           _dlq_headers(ev, rej.reason, rej.record_index)))
+        sends.append(producer.send(dlq_name, ev.message.key, rej.value, None, None,
+                                   _dlq_headers(ev, rej.reason, rej.record_index)))
         metrics.DLQ.labels(reason=metrics.dlq_category(rej.reason)).inc()
-    if pending:
-        await asyncio.gather(*pending)  # broker confirmed every output before we ack inputs
+    if sends:
+        # Queue every record first, then wait until the broker confirmed each one: only
+        # then may the input offsets be committed.
+        delivered = await asyncio.gather(*sends)
+        await asyncio.gather(*delivered)
     metrics.MESSAGES_IN.inc(len(events))
     metrics.RECORDS_IN.inc(out.records_in)
     metrics.BATCH_SIZE.observe(len(out.scores))
-    for level in set(out.levels):
-        metrics.RECORDS_SCORED.labels(threat_level=level).inc(out.levels.count(level))
+    for level, n in Counter(out.levels).items():
+        metrics.RECORDS_SCORED.labels(threat_level=level).inc(n)
     for feat, count in out.imputed_counts.items():
         metrics.IMPUTED.labels(feature=feat).inc(count)
     now = time.time()

@@ -14,6 +14,7 @@ import faust
 
 from .bundle import ModelStore
 from .control_follower import ControlFollower
+from .faust_tuning import limit_fetch_wait
 from .kafka_config import faust_credentials
 from .model_holder import ModelHolder
 from .settings import get_settings
@@ -38,13 +39,17 @@ app = faust.App(
     # Commit often: on a crash at most this much is re-scored (at-least-once, never lost).
     broker_commit_interval=1.0,
     producer_acks=-1,
-    producer_linger_ms=1,
+    producer_linger_ms=2,
+    # Score records are ~1 KB: Faust's 16 KB default would hold a dozen per request.
+    producer_max_batch_size=1_048_576,
     stream_buffer_maxsize=max(4096, 2 * settings.scorer_batch_max),
     web_port=settings.scorer_web_port,
     web_bind=settings.scorer_web_host,
     web_host=settings.scorer_web_host,
     datadir=str(DATADIR),
 )
+
+limit_fetch_wait(settings.scorer_batch_wait_ms)
 
 features_topic = app.topic(settings.topic_features, key_type=bytes, value_type=bytes,
                            key_serializer="raw", value_serializer="raw",

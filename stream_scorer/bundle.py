@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -55,7 +56,7 @@ _FEATURE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 def check_name(value: str, what: str) -> str:
     """Refuse model names and versions that could escape the store (``..``, ``/``)."""
-    if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or ".." in value:
         raise BundleError(f"unsafe {what} {value!r}: letters, digits, '.', '_', '-' only")
     return value
 
@@ -205,7 +206,7 @@ def build_manifest(ensemble: Ensemble, *, model: str, version: str,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest body (without file checksums) for a fitted ensemble."""
     for name in ensemble.features:
-        if not _FEATURE_NAME.match(name):
+        if not _FEATURE_NAME.fullmatch(name):
             raise BundleError(f"feature name {name!r} is not an identifier")
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -314,7 +315,7 @@ def _validate_manifest(m: Any, where: Path) -> None:
     if m.get("format_version") != FORMAT_VERSION:
         raise bad(f"format_version {m.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
     feats = m.get("features")
-    if not isinstance(feats, list) or not feats or not all(isinstance(f, str) and _FEATURE_NAME.match(f) for f in feats):
+    if not isinstance(feats, list) or not feats or not all(isinstance(f, str) and _FEATURE_NAME.fullmatch(f) for f in feats):
         raise bad("features must be a non-empty list of identifiers")
     if len(set(feats)) != len(feats):
         raise bad("features lists a name twice")
@@ -326,6 +327,8 @@ def _validate_manifest(m: Any, where: Path) -> None:
     if not isinstance(thresholds, dict) or any(not isinstance(thresholds.get(k), (int, float)) for k in SCORE_LEVELS[1:]):
         raise bad(f"thresholds must give a number for each of {', '.join(SCORE_LEVELS[1:])}")
     cuts = [thresholds[k] for k in SCORE_LEVELS[1:]]
+    if any(isinstance(c, bool) or not math.isfinite(c) for c in cuts):
+        raise bad("thresholds must be finite numbers")
     if cuts != sorted(cuts):
         raise bad("thresholds must increase from LOW to CRITICAL")
     files = m.get("files")

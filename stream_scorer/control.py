@@ -91,6 +91,9 @@ def parse_control(value: bytes | None, keys: tuple[str, ...] = ()) -> ControlMes
         raise ControlError(f"not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ControlError("not a JSON object")
+    for name, field_value in data.items():  # nested values cannot be signed or trusted
+        if isinstance(field_value, (dict, list)):
+            raise ControlError(f"field {str(name)[:50]!r} must be a scalar")
     if data.get("type") != "activate":
         raise ControlError(f"type {data.get('type')!r} is not supported (expected 'activate')")
     for name in ("model", "version", "uri", "manifest_sha256", "issued_at", "issued_by"):

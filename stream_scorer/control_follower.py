@@ -77,7 +77,8 @@ class ControlFollower:
             log.warning("control: could not ensure topic %s: %r", self.settings.topic_control, exc)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
-            enable_auto_commit=False, auto_offset_reset="earliest", **aiokafka_security(self.settings))
+            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50,
+            **aiokafka_security(self.settings))
         await self.consumer.start()
 
     async def _assign_all(self) -> list[TopicPartition]:

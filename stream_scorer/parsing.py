@@ -20,6 +20,8 @@ says "non-numeric". The hot loop is one list comprehension per record.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import json
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,6 +30,8 @@ import orjson
 from .features import CONTEXT_FIELDS, KEY_FIELDS
 
 _NAN = float("nan")
+_INF = float("inf")
+_SCALARS = (str, int, float, bool)
 #: Key fields must be non-empty strings; window_start may also be epoch seconds.
 _STR = str
 
@@ -55,10 +59,32 @@ class ParsedBatch:
         return len(self.records)
 
 
+_INVALID = object()
+
+
+def _lenient_loads(value: bytes) -> Any:
+    """Second chance for what orjson refuses but producers commonly write: the ``NaN`` and
+    ``Infinity`` literals of Python's ``json.dumps`` and numbers beyond a double (``1e400``).
+    Such values are then imputed like any non-finite value. Only reached on the error path."""
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError, UnicodeDecodeError, TypeError):
+        return _INVALID
+
+
+def _dumps_item(item: Any, envelope: bytes) -> bytes:
+    """An envelope item's own JSON for the DLQ; the whole envelope if it cannot be re-encoded
+    (orjson refuses to write deeper nesting than it reads)."""
+    try:
+        return orjson.dumps(item)
+    except (orjson.JSONEncodeError, TypeError):
+        return envelope
+
+
 def _as_number(v: Any) -> float:
     t = type(v)
     if t is float:
-        return v
+        return v if -_INF < v < _INF else _NAN  # NaN and +-inf become missing
     if t is int or t is bool:
         try:
             return float(v)
@@ -75,7 +101,10 @@ def _key_problem(rec: dict[str, Any]) -> str | None:
         if type(v) is _STR:
             if not v:
                 return f"empty key field {name!r}"
-        elif not (name == "window_start" and type(v) in (int, float)):
+        elif name == "window_start" and type(v) in (int, float):
+            if not math.isfinite(v):
+                return "key field 'window_start' is not a finite time"
+        else:
             return f"key field {name!r} must be a string, got {type(v).__name__}"
     return None
 
@@ -95,8 +124,10 @@ def parse_batch(values: Sequence[bytes | None], features: Sequence[str]) -> Pars
         try:
             doc = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            rejects.append(Reject(i, value, f"not valid JSON: {str(exc).splitlines()[0][:200]}"))
-            continue
+            doc = _lenient_loads(value)
+            if doc is _INVALID:
+                rejects.append(Reject(i, value, f"not valid JSON: {str(exc).splitlines()[0][:200]}"))
+                continue
         if type(doc) is dict:
             items, envelope = (doc,), False
         elif type(doc) is list:
@@ -110,18 +141,19 @@ def parse_batch(values: Sequence[bytes | None], features: Sequence[str]) -> Pars
         for j, rec in enumerate(items):
             if type(rec) is not dict:
                 reason = f"envelope item {j} is not a JSON object (got {type(rec).__name__})"
-                rejects.append(Reject(i, orjson.dumps(rec), reason, j))
+                rejects.append(Reject(i, _dumps_item(rec, value), reason, j))
                 continue
             problem = _key_problem(rec)
             if problem is not None:
                 if envelope:
-                    rejects.append(Reject(i, orjson.dumps(rec), f"envelope item {j}: {problem}", j))
+                    rejects.append(Reject(i, _dumps_item(rec, value), f"envelope item {j}: {problem}", j))
                 else:
                     rejects.append(Reject(i, value, problem))
                 continue
             get = rec.get
             rows.append([_as_number(get(f)) for f in feats])
-            records.append({k: rec[k] for k in keep if k in rec})
+            # Key fields are checked scalars; context fields pass through only as scalars.
+            records.append({k: v for k in keep if (v := get(k)) is not None and type(v) in _SCALARS})
             origin.append(i)
     X = np.array(rows, dtype=np.float64) if rows else np.empty((0, len(feats)), dtype=np.float64)
     return ParsedBatch(X=X, records=records, message_index=origin, rejects=rejects)

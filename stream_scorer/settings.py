@@ -50,7 +50,7 @@ def _float_in(lo: float, hi: float) -> Callable[[str], float]:
 
 def _matching(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
-        if not regex.match(raw):
+        if not regex.fullmatch(raw):
             raise ValueError(f"must be {what}, got {raw!r}")
         return raw
     return parse
@@ -97,7 +97,7 @@ def _features(raw: str) -> tuple[str, ...]:
     if not names:
         raise ValueError("must list at least one feature column")
     for name in names:
-        if not _IDENT_RE.match(name):
+        if not _IDENT_RE.fullmatch(name):
             raise ValueError(f"feature names must be identifiers, got {name!r}")
     if len(set(names)) != len(names):
         raise ValueError("lists a feature twice")

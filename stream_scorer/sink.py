@@ -33,6 +33,10 @@ def build_sink_app(settings: Settings) -> faust.App:
     """The sink's Faust app with its one agent."""
     from trainer.clickhouse_io import connect
 
+    from .faust_tuning import limit_fetch_wait
+
+    limit_fetch_wait(min(settings.sink_batch_wait_ms, 500))
+
     datadir = Path("var") / "faust" / settings.sink_app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(

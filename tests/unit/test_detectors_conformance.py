@@ -66,7 +66,7 @@ ADAPTERS = [
     Adapter("eif", lambda seed: EIFDetector(ntrees=60, random_seed=seed), _fit_unsupervised,
             lambda path, det: EIFDetector.load(path / "eif.isotree", det.params(), det.n_features_in_),
             atol=1e-9, uses_seed=True),
-    Adapter("autoencoder", lambda seed: AutoencoderDetector(epochs=8, random_seed=seed), _fit_unsupervised,
+    Adapter("autoencoder", lambda seed: AutoencoderDetector(epochs=5, random_seed=seed), _fit_unsupervised,
             lambda path, det: AutoencoderDetector.load(path / "ae.pt", det.state(), len(det.min_)),
             atol=1e-6, uses_seed=True),
     Adapter("xgb", lambda seed: XGBDetector(n_estimators=40, max_depth=3, random_seed=seed), _fit_supervised,

@@ -133,9 +133,6 @@ def test_integer_beyond_64_bits_is_a_finite_number():
 
 @pytest.mark.parametrize("literal", [b"1e400", b"-1e400", b"NaN", b"Infinity", b"-Infinity"],
                          ids=["1e400", "-1e400", "NaN", "Infinity", "-Infinity"])
-@pytest.mark.xfail(reason="BUG: orjson refuses NaN/Infinity literals (what Python's json.dumps emits) and numbers "
-                          "that overflow a double (1e400), so the whole message is dead-lettered instead of the value "
-                          "being imputed as the contract says (parsing.py parse_batch, orjson.loads)", strict=True)
 def test_non_finite_feature_value_is_imputed_not_rejected(literal):
     value = b'{"window_start":"w","src_ip":"i","ja4":"j","host":"h","hits":' + literal + b',"post_ratio":0.5}'
     out = parse(value)
@@ -147,7 +144,7 @@ def test_non_finite_number_never_crashes_and_spares_other_messages():
     """Whatever the policy for 1e400, the batch goes on and other messages are parsed."""
     bad = b'{"window_start":"w","src_ip":"i","ja4":"j","host":"h","hits":1e400}'
     out = parse(bad, dumps(rec()))
-    assert out.message_index == [1]
+    assert out.message_index[-1:] == [1] and out.records[-1] == KEYS
     assert not np.isinf(out.X).any()
     assert len(out.rejects) + len(out) == 2
 
@@ -263,9 +260,6 @@ def test_deep_but_legal_nesting_in_an_ignored_field_is_fine():
     assert len(out) == 1 and out.records == [{"window_start": "w", "src_ip": "i", "ja4": "j", "host": "h"}]
 
 
-@pytest.mark.xfail(reason="BUG: parse_batch re-serialises a rejected envelope item with orjson.dumps, which raises "
-                          "TypeError('Recursion limit reached') beyond 254 levels although orjson.loads accepts 1024; "
-                          "the whole batch then fails (parsing.py, the two orjson.dumps(rec) calls)", strict=True)
 @pytest.mark.parametrize("where", ["non-object item", "record missing a key"])
 def test_deeply_nested_envelope_item_is_rejected_alone(where):
     deep = b"[" * 400 + b"]" * 400
