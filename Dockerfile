@@ -75,10 +75,10 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER ja4:ja4
 WORKDIR /var/lib/ja4
 
-# The worker's web server: /live, /health (= ready), /model, /metrics.
+# The worker's web server: /health and /live (liveness), /ready, /model, /metrics.
 EXPOSE 6066
 
-# Liveness: the process and its event loop answer on /live. Readiness (/health: a model is
+# Liveness: the process and its event loop answer on /live. Readiness (/ready: a model is
 # active and partitions are assigned) is for the orchestrator's readiness probe, not this.
 # Containers without a web server (the trainer) disable it in docker-compose.kafka.yml.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \

@@ -175,7 +175,7 @@ def scorer_worker(env: dict[str, str], cwd: Path) -> Proc:
 def wait_partitions(workers: list[Proc], topic_partitions: int = PARTITIONS, timeout: float = 90.0) -> None:
     """Every worker ready and the partitions split without overlap."""
     for w in workers:
-        w.wait_http("/health", lambda s, b: s == 200, timeout)
+        w.wait_http("/ready", lambda s, b: s == 200, timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         parts = [w.get("/model")[1].get("partitions") or [] for w in workers]

@@ -1,8 +1,9 @@
 """Web views of a scorer replica (Faust's web server on ``SCORER_WEB_PORT``).
 
-``/health``: ready to score (a model is active and partitions are assigned), else 503;
-``/live``: the process and its event loop answer; ``/model``: the active model, reload
-outcomes and the last control message; ``/metrics``: Prometheus text format.
+``/health`` (and ``/live``): liveness, 200 while the event loop answers, with the readiness
+state in the body; ``/ready``: 200 only when a model is active and partitions of the
+features topic are assigned, else 503; ``/model``: the active model, reload outcomes and
+the last control message; ``/metrics``: Prometheus text format.
 """
 
 from __future__ import annotations
@@ -34,20 +35,25 @@ def readiness() -> dict:
 
 @app.page("/health")
 class Health(View):
+    """Liveness: answering at all proves the event loop is responsive (200). The body also
+    says whether the replica is ready, for humans and simple checks."""
+
+    async def get(self, request: Request) -> Response:
+        return self.json({"alive": True, "pid": os.getpid(), **readiness()})
+
+
+@app.page("/ready")
+class Ready(View):
+    """Readiness: 200 only when a model is active and partitions are assigned, else 503."""
+
     async def get(self, request: Request) -> Response:
         state = readiness()
         return self.json(state, status=200 if state["ready"] else 503)
 
 
-@app.page("/ready")
-class Ready(Health):
-    """Alias of ``/health`` for orchestrators that probe readiness by this name."""
-
-
 @app.page("/live")
-class Live(View):
-    async def get(self, request: Request) -> Response:
-        return self.json({"alive": True, "pid": os.getpid()})
+class Live(Health):
+    """Alias of ``/health`` (liveness) for orchestrators that probe by this name."""
 
 
 @app.page("/model")

@@ -99,7 +99,7 @@ class Worker:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                status, body = self.get("/health")
+                status, body = self.get("/ready")
                 last = body
                 if status == 200 or (not need_partitions and body.get("model_active")):
                     return body
@@ -158,9 +158,20 @@ class Collector:
         from confluent_kafka import Consumer
 
         self.topic = topic
+        from confluent_kafka import TopicPartition
+
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"collector-{topic}-{os.getpid()}-{time.time()}",
-                                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-        self.consumer.subscribe([topic])
+                                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                                  "topic.metadata.refresh.interval.ms": 1000})
+        # Assigned from the beginning rather than subscribed: no group join to wait for.
+        deadline = time.monotonic() + 30
+        parts: list[int] = []
+        while time.monotonic() < deadline and not parts:
+            meta = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
+            parts = sorted(meta.partitions) if meta is not None and meta.error is None else []
+            if not parts:
+                time.sleep(0.3)
+        self.consumer.assign([TopicPartition(topic, p, -2) for p in parts])
         self.messages: list[Any] = []
 
     def poll_until(self, predicate, timeout: float = 60.0) -> list[Any]:

@@ -47,6 +47,7 @@ from .clickhouse_io import ClickHouseIO, Decision, connect
 from .drift import DriftReport, check_drift
 from .fit import FitConfig, FitResult, fit_ensemble, medians_of, quantile_digest
 from .labels import LabelReport, clean_labels, eligibility, split_holdout
+from .metrics import write_run_metrics
 from .prepare import Prepared, prepare_baseline, select
 from .publish import PUBLISH_TIMEOUT_S, PublishError, issued_by, publish_activate
 from .report import evaluate, write_report
@@ -282,7 +283,15 @@ class Trainer:
             return RunResult("locked", message, self.model, current=self.store.current(self.model),
                              duration_s=time.monotonic() - started)
         result.duration_s = time.monotonic() - started
+        self._write_metrics(result)
         return result
+
+    def _write_metrics(self, result: RunResult) -> None:
+        """Refresh ``MODEL_STORE/<model>/trainer.prom`` (node-exporter textfile collector)."""
+        try:
+            write_run_metrics(result, self.store.model_dir(self.model) / "trainer.prom")
+        except OSError as exc:  # metrics must never fail a run
+            log.warning("could not write trainer metrics: %r", exc)
 
     def _run_locked(self, *, force: bool, now: datetime) -> RunResult:
         s = self.settings

@@ -110,8 +110,10 @@ def test_worker_waits_without_model(kafka_bootstrap, unique, tmp_path, store) ->
 
         time.sleep(8)
         produce(kafka_bootstrap, env["TOPIC_FEATURES"], records_to_messages(records))
-        status, body = worker.get("/health")
+        status, body = worker.get("/ready")
         assert status == 503 and body["model_active"] is False
+        status, body = worker.get("/health")
+        assert status == 200 and body["alive"] is True and body["ready"] is False
         early = Collector(kafka_bootstrap, env["TOPIC_SCORES"])
         assert early.drain(quiet_s=3, timeout=5) == []
         assert "waiting, not consuming" in worker.log()

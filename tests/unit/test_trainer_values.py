@@ -59,3 +59,25 @@ def test_identifiers_are_validated(name: str) -> None:
 @pytest.mark.parametrize("module", [chio, drift, fit, labels, prepare, publish])
 def test_doctests(module: object) -> None:
     assert doctest.testmod(module).failed == 0
+
+
+def test_trainer_metrics_textfile(tmp_path) -> None:
+    """The run's figures land in a Prometheus textfile that node-exporter can read."""
+    from types import SimpleNamespace
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from trainer.metrics import write_run_metrics
+
+    result = SimpleNamespace(decision="trained", duration_s=12.5, timings={"fit": 9.0},
+                             metrics={"evaluation": {"eif": {"roc_auc": 0.93}, "ensemble": {"roc_auc": 0.97}}},
+                             drift=SimpleNamespace(share=0.1), publish_error=None)
+    path = tmp_path / "trainer.prom"
+    write_run_metrics(result, path)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(path.read_text()) for s in fam.samples}
+    assert samples[("ja4_trainer_last_decision", (("decision", "trained"),))] == 1.0
+    assert samples[("ja4_trainer_last_decision", (("decision", "reused"),))] == 0.0
+    assert samples[("ja4_trainer_roc_auc", (("component", "ensemble"),))] == 0.97
+    assert samples[("ja4_trainer_phase_seconds", (("phase", "fit"),))] == 9.0
+    assert samples[("ja4_trainer_drift_share", ())] == 0.1
