@@ -61,6 +61,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from .app import app
 
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # its terminal escapes would corrupt log lines (and JSON logs)
     # Faust configures its own logging at start; keep ours (and JSON lines when asked).
     worker.on_setup_root_logger = lambda logger, level: setup_logging(settings)  # type: ignore[method-assign]
     worker.execute_from_commandline()

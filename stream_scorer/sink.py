@@ -143,6 +143,7 @@ def run_sink(settings: Settings) -> int:
     ensure_topics(settings, [settings.topic_scores, settings.topic_dlq])
     app = build_sink_app(settings)
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # its terminal escapes would corrupt log lines (and JSON logs)
     worker.on_setup_root_logger = lambda logger, level: setup_logging(settings)  # type: ignore[method-assign]
     worker.execute_from_commandline()
     return 0

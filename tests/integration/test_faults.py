@@ -97,8 +97,8 @@ def test_kill9_one_of_two_workers(broker, setup, tmp_path) -> None:
 
 def test_third_replica_joins_then_leaves(broker, setup, tmp_path) -> None:
     store, info, env = setup
-    # Faust's sticky assignor caps each replica at ceil(partitions / replicas): with 4
-    # partitions the first two would keep 2 each and leave none to a third. 6 splits 2/2/2.
+    # With 4 partitions a third replica joining two others was left without any (the two
+    # kept 2 each) on the embedded broker; 6 partitions split 2/2/2.
     env = {**env, "TOPIC_PARTITIONS": "6"}
     w1, w2 = Worker(env, tmp_path).start(), Worker(env, tmp_path).start()
     w3 = Worker(env, tmp_path)
