@@ -223,7 +223,18 @@ class Counter:
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-count-{topic}-{time.time()}",
                                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                                   "fetch.wait.max.ms": 10, "fetch.min.bytes": 1})
-        self.consumer.subscribe([topic])
+        # Assigned from the beginning, not subscribed: a group join would add ~20 s to the
+        # first measurement.
+        from confluent_kafka import TopicPartition
+
+        parts: list[int] = []
+        deadline = time.monotonic() + 30
+        while not parts and time.monotonic() < deadline:
+            meta = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
+            parts = sorted(meta.partitions) if meta is not None and meta.error is None else []
+            if not parts:
+                time.sleep(0.2)
+        self.consumer.assign([TopicPartition(topic, p, -2) for p in parts])
         self.count = 0
         self.arrivals: list[tuple[float, bytes | None, str | None]] = []  # (time, key, model-version)
         self.first_t: float | None = None

@@ -19,6 +19,7 @@ from faust.types import EventT, StreamT
 
 from . import metrics
 from .app import app, dlq_topic, features_topic, holder, follower, scores_topic, settings
+from .parsing import Reject
 from .scoring import BatchOutput, score_values
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,40 @@ def _dlq_headers(event: EventT, reason: str, record_index: int | None) -> list[t
     return headers
 
 
+#: Room left in a producer request for headers and framing.
+OUTPUT_HEADROOM = 64 * 1024
+#: Longest key we send to the DLQ; a longer one would not fit a request either.
+MAX_DLQ_KEY = 1024
+
+
+def _fit_key(key: bytes | None) -> bytes | None:
+    return key if key is None or len(key) <= MAX_DLQ_KEY else key[:MAX_DLQ_KEY]
+
+
+def fit_outputs(out: BatchOutput, keys: list[bytes | None], values: list[bytes | None], limit: int) -> None:
+    """Keep every output within the producer's request size, so one giant record can never
+    crash the agent: a score record that would not fit (a huge echoed field or key) is
+    dead-lettered instead, and a DLQ value that would not fit is cut, saying so in ``error``.
+    (The contract's "original bytes" holds for every message below the broker's size limit.)"""
+    kept = []
+    for idx, value in out.scores:
+        key_len = len(keys[idx] or b"")
+        if len(value) + key_len <= limit - OUTPUT_HEADROOM:
+            kept.append((idx, value))
+        else:
+            out.rejects.append(Reject(idx, values[idx] or b"", f"score record of {len(value)} bytes (key {key_len} bytes) "
+                                                  f"exceeds the producer's request size limit ({limit} bytes)"))
+    out.scores = kept
+    for n, rej in enumerate(out.rejects):
+        room = max(0, limit - OUTPUT_HEADROOM - len(_fit_key(keys[rej.message_index]) or b""))
+        if len(rej.value) > room:
+            out.rejects[n] = Reject(rej.message_index, rej.value[:room],
+                                    f"{rej.reason} (DLQ value cut from {len(rej.value)} to {room} bytes: above the "
+                                    "producer's request size limit)", rej.record_index)
+
+
 def _fail_batch(values: list[bytes | None], reason: str) -> BatchOutput:
     """Dead-letter a whole batch when scoring itself failed: nothing is lost or skipped."""
-    from .parsing import Reject
-
     return BatchOutput(rejects=[Reject(i, v or b"", reason) for i, v in enumerate(values)],
                        records_in=len(values))
 
@@ -71,20 +102,24 @@ async def process_batch(events: list[EventT]) -> None:
         log.exception("scoring failed for a batch of %d messages", len(values))
         out = _fail_batch(values, f"scoring failed: {exc!r}"[:500])
     metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
+    keys = [e.message.key for e in events]
+    fit_outputs(out, keys, values, app.conf.producer_max_request_size)
     producer = app.producer
     scores_name, dlq_name = scores_topic.get_topic_name(), dlq_topic.get_topic_name()
     version_header = [("model-version", model.version.encode())]
-    sends = [producer.send(scores_name, events[idx].message.key, value, None, None, version_header)
-             for idx, value in out.scores]
+    # Queue every record (each ``send`` only appends to the producer's buffer and returns a
+    # delivery future; awaiting it in turn is cheaper than a task per record), then wait
+    # until the broker confirmed each one: only then may the input offsets be committed.
+    send = producer.send
+    delivered = []
+    for idx, value in out.scores:
+        delivered.append(await send(scores_name, keys[idx], value, None, None, version_header))
     for rej in out.rejects:
         ev = events[rej.message_index]
-        sends.append(producer.send(dlq_name, ev.message.key, rej.value, None, None,
-                                   _dlq_headers(ev, rej.reason, rej.record_index)))
+        delivered.append(await send(dlq_name, _fit_key(keys[rej.message_index]), rej.value, None, None,
+                                    _dlq_headers(ev, rej.reason, rej.record_index)))
         metrics.DLQ.labels(reason=metrics.dlq_category(rej.reason)).inc()
-    if sends:
-        # Queue every record first, then wait until the broker confirmed each one: only
-        # then may the input offsets be committed.
-        delivered = await asyncio.gather(*sends)
+    if delivered:
         await asyncio.gather(*delivered)
     metrics.MESSAGES_IN.inc(len(events))
     metrics.RECORDS_IN.inc(out.records_in)

@@ -14,7 +14,6 @@ of the batch), so repeated reloads do not grow memory.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections import Counter
@@ -182,6 +181,7 @@ class ModelHolder:
         log.info("reload: %s %s -> %s in %.3fs (%s%s)", self.model_name,
                  previous.version if previous else "none", bundle.version, elapsed, source,
                  ", rollback" if rollback else "")
+        # The old bundle is freed by reference counting as soon as the agent's batch that
+        # still uses it ends (no explicit gc.collect(): a full collection pauses scoring).
         del previous
-        gc.collect()  # release the old forest now rather than at some later collection
         return "activated"

@@ -62,14 +62,26 @@ class ParsedBatch:
 _INVALID = object()
 
 
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _parse_int(text: str) -> int | float:
+    """As orjson reads them: integers beyond 64 bits become floats (inf beyond a double)."""
+    n = int(text)
+    return n if _INT_MIN <= n <= _INT_MAX else float(text)
+
+
 def _lenient_loads(value: bytes) -> Any:
     """Second chance for what orjson refuses but producers commonly write: the ``NaN`` and
     ``Infinity`` literals of Python's ``json.dumps`` and numbers beyond a double (``1e400``).
-    Such values are then imputed like any non-finite value. Only reached on the error path."""
+    Such values are then imputed like any non-finite value. Only reached on the error path;
+    strict UTF-8, and refused unless orjson can write the result back (lone surrogates)."""
     try:
-        return json.loads(value)
-    except (ValueError, RecursionError, UnicodeDecodeError, TypeError):
+        doc = json.loads(value.decode("utf-8"), parse_int=_parse_int)
+        orjson.dumps(doc)
+    except (ValueError, RecursionError, TypeError):  # incl. UnicodeDecodeError, JSONEncodeError
         return _INVALID
+    return doc
 
 
 def _dumps_item(item: Any, envelope: bytes) -> bytes:
