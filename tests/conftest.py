@@ -16,6 +16,14 @@ import pytest
 
 from tests.helpers import free_port
 
+try:  # the same examples on every run: CI stays reproducible (a failure prints its example)
+    from hypothesis import settings as _hyp_settings
+
+    _hyp_settings.register_profile("ja4", derandomize=True, database=None)
+    _hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ja4"))
+except ImportError:  # pragma: no cover
+    pass
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
