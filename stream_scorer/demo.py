@@ -42,6 +42,8 @@ RETRAIN_AT = 0.5
 #: Alert rate at which campaign recall is compared before and after the retrain.
 ALERT_RATE = 0.10
 ALERT_LEVELS = {"MEDIUM", "HIGH", "CRITICAL"}
+#: Share of unlabelled live rows written to the feature table before the retrain.
+LIVE_SAMPLE = 0.2
 
 
 def _free_port() -> int:
@@ -191,7 +193,9 @@ class Traffic(threading.Thread):
             chunk = max(1, int(self.rate / 20))
             while not self.stop_event.is_set():
                 n_campaign = int(round(chunk * self.campaign_share))
-                hour = min(int((time.monotonic() - start) / self.seconds_per_window), self.SIM_HOURS - 1)
+                # Not capped: a run that outlasts its duration (a slow retrain) moves on to
+                # the next hours rather than exhausting the keys of the last window.
+                hour = int((time.monotonic() - start) / self.seconds_per_window)
                 window = float(self.base_window + hour * 3600)
                 recs = self.sim.records(chunk - n_campaign, start=window)
                 if n_campaign:
@@ -388,6 +392,7 @@ class Demo:
         traffic.start()
         live_start = time.monotonic()
         retrained: str | None = None
+        retrain: _Background | None = None
         reload_at: float | None = None
         view = self._view(replicas, reader, traffic)
         try:
@@ -400,14 +405,13 @@ class Demo:
                         traffic.campaign_share = 0.3
                         self.state.step = "bot campaign impersonating a browser JA4 under way"
                         self.say("[3/6] a bot campaign impersonating a browser fingerprint starts")
-                    if elapsed >= RETRAIN_AT * args.duration and retrained is None:
+                    if elapsed >= RETRAIN_AT * args.duration and retrain is None:
                         self.state.step = "analysts label part of the campaign; retraining"
                         self.say("[4/6] analysts label part of the campaign; the trainer runs while traffic flows")
                         sink.stop()
-                        self._feed_labels(traffic, env)
-                        self.trainer({**env, "RETRAIN_INTERVAL_H": "0", "XGB_RETRAIN_INTERVAL_H": "0"}, "run-once", "--force",
-                                     name="retrain")
-                        retrained = self._current()
+                        retrain = _Background(lambda: self._retrain(traffic, env))
+                    if retrain is not None and retrained is None and retrain.done():
+                        retrained = retrain.result()
                         sink = self._start_sink(sink_env)
                         self.say(f"      new version {retrained}; waiting for every replica to hot-reload it")
                     if retrained and reload_at is None and all(v == retrained for v in self._versions(replicas).values()):
@@ -502,6 +506,13 @@ class Demo:
                 return
             time.sleep(0.5)
 
+    def _retrain(self, traffic: Traffic, env: dict[str, str]) -> str:
+        """Labels in, trainer run; in a thread so the live view keeps updating."""
+        self._feed_labels(traffic, env)
+        self.trainer({**env, "RETRAIN_INTERVAL_H": "0", "XGB_RETRAIN_INTERVAL_H": "0"}, "run-once", "--force",
+                     name="retrain")
+        return self._current()
+
     def _feed_labels(self, traffic: Traffic, env: dict[str, str]) -> None:
         """What the web platform and the analysts would have written by now: the live
         feature rows, and analyst labels for part of the campaign (and some humans)."""
@@ -510,15 +521,18 @@ class Demo:
         feats_path = self.var / "demo" / "live_features.ndjson"
         labels_path = self.var / "demo" / "live_labels.ndjson"
         labels = []
+        # The live run compresses a day into minutes, far denser than the history: the
+        # feature table gets every labelled row and a sample of the rest (LIVE_SAMPLE).
         with open(feats_path, "wb") as fh:
             for rec in records:
-                fh.write(orjson.dumps(rec) + b"\n")
-        for rec in records:
-            key = (str(rec["window_start"]), rec["src_ip"], rec["ja4"], rec["host"])
-            t = traffic.truth[key]
-            if (t.campaign and rng.random() < 0.3) or (t.label == "human" and rng.random() < 0.02):
-                labels.append({"window_start": rec["window_start"], "src_ip": rec["src_ip"], "ja4": rec["ja4"],
-                               "host": rec["host"], "label": t.label})
+                key = (str(rec["window_start"]), rec["src_ip"], rec["ja4"], rec["host"])
+                t = traffic.truth[key]
+                labelled = (t.campaign and rng.random() < 0.3) or (t.label == "human" and rng.random() < 0.02)
+                if labelled:
+                    labels.append({"window_start": rec["window_start"], "src_ip": rec["src_ip"], "ja4": rec["ja4"],
+                                   "host": rec["host"], "label": t.label})
+                if labelled or rng.random() < LIVE_SAMPLE:
+                    fh.write(orjson.dumps(rec) + b"\n")
         with open(labels_path, "wb") as fh:
             for lab in labels:
                 fh.write(orjson.dumps(lab) + b"\n")
@@ -556,6 +570,31 @@ class Demo:
         for report in s["reports"]:
             p(f"  training report: {report}")
         p(f"  logs: {s['logs']}; summary: {self.var / 'demo' / 'summary.json'}")
+
+
+class _Background:
+    """Runs one step in a thread; ``result()`` re-raises its error in the caller."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._result = fn()
+        except BaseException as exc:  # surfaced by result()
+            self._error = exc
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 class LiveView:
