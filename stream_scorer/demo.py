@@ -39,8 +39,10 @@ from .settings import Settings
 #: Share of the live run before the campaign starts, and before the analysts label it.
 CAMPAIGN_AT = 0.25
 RETRAIN_AT = 0.5
-#: Alert rate at which campaign recall is compared before and after the retrain.
-ALERT_RATE = 0.10
+#: False-alert rate on humans at which each version's recall is compared before and after
+#: the retrain ("recall at the same alert rate"): the threshold is that quantile of the
+#: version's own scores of human records.
+ALERT_RATE = 0.05
 ALERT_LEVELS = {"MEDIUM", "HIGH", "CRITICAL"}
 #: Share of unlabelled live rows written to the feature table before the retrain.
 LIVE_SAMPLE = 0.2
@@ -289,7 +291,8 @@ def evaluate(truth: dict[tuple, Truth], scores: dict[tuple, list[Scored]], versi
     is_bot = np.array([t.label == "bot" for t, _ in rows])
     alert = np.array([s.level in ALERT_LEVELS or s.level == "KNOWN_BOT" for _, s in rows])
     kinds = np.array([("campaign" if t.campaign else t.kind) for t, _ in rows])
-    cut = float(np.quantile(score, 1 - ALERT_RATE))
+    humans_all = score[kinds == "human"]
+    cut = float(np.quantile(humans_all, 1 - ALERT_RATE)) if len(humans_all) else float(np.quantile(score, 1 - ALERT_RATE))
     out: dict[str, Any] = {
         "records": len(rows), "bots": int(is_bot.sum()),
         "precision": float((alert & is_bot).sum() / max(alert.sum(), 1)),
@@ -299,7 +302,7 @@ def evaluate(truth: dict[tuple, Truth], scores: dict[tuple, list[Scored]], versi
     for kind in sorted(set(kinds.tolist()) - {"human"}):
         sel = kinds == kind
         out["by_kind"][kind] = {"records": int(sel.sum()), "recall": float(alert[sel].mean()),
-                                f"recall_at_{int(ALERT_RATE * 100)}pct_alerts": float((score[sel] >= cut).mean()),
+                                f"recall_at_{int(ALERT_RATE * 100)}pct_human_alerts": float((score[sel] > cut).mean()),
                                 "roc_auc": _roc_auc(score[sel], humans)}
     return out
 
@@ -565,7 +568,7 @@ class Demo:
             for kind, k in ev["by_kind"].items():
                 kauc = k.get("roc_auc")
                 p(f"      {kind:<22} n={k['records']:<6} recall {k['recall']:.3f}  "
-                  f"recall@{int(ALERT_RATE * 100)}% alerts {k[f'recall_at_{int(ALERT_RATE * 100)}pct_alerts']:.3f}  "
+                  f"recall@{int(ALERT_RATE * 100)}% human alerts {k[f'recall_at_{int(ALERT_RATE * 100)}pct_human_alerts']:.3f}  "
                   f"ROC AUC {kauc:.3f}" if kauc is not None else f"      {kind}: n={k['records']}")
         for report in s["reports"]:
             p(f"  training report: {report}")

@@ -409,15 +409,20 @@ class Trainer:
             log.info("no supervised model: %s", why)
             return SupervisedPlan("none", {}, None, report, held_out)
         holdout = split_holdout(labels.times, labels.y, cut_time, s.xgb_min_labels)
-        train = ~holdout if holdout is not None else np.ones(len(labels), dtype=bool)
-        report.n_train, report.n_holdout = int(train.sum()), int((~train).sum())
+        # The shipped model learns from every label, the newest included: a campaign that
+        # analysts just labelled is exactly what it must catch. (The held-out period is still
+        # reported, but for XGBoost it is then in-sample; the report says so.)
+        train = np.ones(len(labels), dtype=bool)
+        report.n_train, report.n_holdout = int(train.sum()), int(holdout.sum()) if holdout is not None else 0
         log.info("  cleanlab: out-of-fold XGBoost on %d labels (%d positive)", report.n_train,
                  int(labels.y[train].sum()))
         Xc, yc, flagged = clean_labels(X_lab[train], labels.y[train], nthreads=fit_config(s, self.nthreads).nthreads)
         report.n_flagged, report.n_removed = len(flagged), int(train.sum()) - len(yc)
         report.flagged = np.flatnonzero(train)[flagged]
         held = (X_lab[holdout], labels.y[holdout]) if holdout is not None else None
-        return SupervisedPlan("trained", {"xgb_data": (Xc, yc)}, {"trained_at": now.isoformat(), "labels": report.to_dict()},
+        return SupervisedPlan("trained", {"xgb_data": (Xc, yc)},
+                              {"trained_at": now.isoformat(), "labels": report.to_dict(),
+                               "note": "trained on all labels; held-out figures are in-sample for XGBoost"},
                               report, held)
 
     def _train(self, ch: ClickHouseIO, prepared: Prepared, start: int, end: int, current: LoadedBundle | None,
