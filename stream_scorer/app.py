@@ -8,48 +8,25 @@ or ``faust -A stream_scorer.app worker``. Agents live in :mod:`.agents`, web vie
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import faust
 
 from .bundle import ModelStore
 from .control_follower import ControlFollower
-from .faust_tuning import limit_fetch_wait
-from .kafka_config import faust_credentials
+from .faust_tuning import app_settings
 from .model_holder import ModelHolder
 from .settings import get_settings
 
 settings = get_settings()
-#: Faust wants a data directory even with the memory store; nothing durable goes there.
-DATADIR = Path("var") / "faust" / settings.scorer_app_id
-DATADIR.mkdir(parents=True, exist_ok=True)
 
 app = faust.App(
     settings.scorer_app_id,
-    broker=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers.split(",")],
-    broker_credentials=faust_credentials(settings),
-    store="memory://",
-    autodiscover=False,
-    topic_partitions=settings.topic_partitions,
-    topic_allow_declare=True,
-    consumer_auto_offset_reset="earliest",
-    broker_session_timeout=settings.kafka_session_timeout_s,
-    broker_heartbeat_interval=settings.kafka_heartbeat_s,
-    broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
-    # Commit often: on a crash at most this much is re-scored (at-least-once, never lost).
-    broker_commit_interval=1.0,
+    **app_settings(settings, settings.scorer_app_id, web_port=settings.scorer_web_port,
+                   batch_max=settings.scorer_batch_max, batch_wait_ms=settings.scorer_batch_wait_ms),
     producer_acks=-1,
     producer_linger_ms=2,
     # Score records are ~1 KB: Faust's 16 KB default would hold a dozen per request.
     producer_max_batch_size=1_048_576,
-    stream_buffer_maxsize=max(4096, 2 * settings.scorer_batch_max),
-    web_port=settings.scorer_web_port,
-    web_bind=settings.scorer_web_host,
-    web_host=settings.scorer_web_host,
-    datadir=str(DATADIR),
 )
-
-limit_fetch_wait(settings.scorer_batch_wait_ms)
 
 
 def _limit_torch_threads(n: int) -> None:

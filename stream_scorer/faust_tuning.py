@@ -31,3 +31,36 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
 
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
     AIOKafkaConsumerThread._ja4_fetch_patched = True
+
+
+def app_settings(settings: Any, app_id: str, *, web_port: int, batch_max: int, batch_wait_ms: int) -> dict[str, Any]:
+    """Faust App keyword arguments shared by the scorer and the sink: broker and security,
+    group timing, at-least-once commits, in-memory state, the web server, a data directory
+    (Faust wants one even with the memory store; nothing durable goes there) and the fetch
+    wait limited to the batch wait."""
+    from pathlib import Path
+
+    from .kafka_config import faust_credentials
+
+    datadir = Path("var") / "faust" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    limit_fetch_wait(batch_wait_ms)
+    return dict(
+        broker=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_s,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
+        # Commit often: on a crash at most this much is processed again (never lost).
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4096, 2 * batch_max),
+        web_port=web_port,
+        web_bind=settings.scorer_web_host,
+        web_host=settings.scorer_web_host,
+        datadir=str(datadir),
+    )

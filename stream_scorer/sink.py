@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
 from faust.types import StreamT
 
-from .kafka_config import faust_credentials
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,26 +31,12 @@ def build_sink_app(settings: Settings) -> faust.App:
     """The sink's Faust app with its one agent."""
     from trainer.clickhouse_io import connect
 
-    from .faust_tuning import limit_fetch_wait
+    from .faust_tuning import app_settings
 
-    limit_fetch_wait(min(settings.sink_batch_wait_ms, 500))
-
-    datadir = Path("var") / "faust" / settings.sink_app_id
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.sink_app_id,
-        broker=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers.split(",")],
-        broker_credentials=faust_credentials(settings),
-        store="memory://", autodiscover=False, consumer_auto_offset_reset="earliest",
-        topic_partitions=settings.topic_partitions,
-        broker_session_timeout=settings.kafka_session_timeout_s,
-        broker_heartbeat_interval=settings.kafka_heartbeat_s,
-        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
-        broker_commit_interval=1.0,
-        stream_buffer_maxsize=max(4096, 2 * settings.sink_batch_max),
-        web_port=settings.sink_web_port, web_bind=settings.scorer_web_host, web_host=settings.scorer_web_host,
-        datadir=str(datadir),
-    )
+    app = faust.App(settings.sink_app_id,
+                    **app_settings(settings, settings.sink_app_id, web_port=settings.sink_web_port,
+                                   batch_max=settings.sink_batch_max,
+                                   batch_wait_ms=min(settings.sink_batch_wait_ms, 500)))
     scores = app.topic(settings.topic_scores, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw")
     ch = connect(settings.clickhouse_url)
