@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 import psutil
+from stream_scorer.embedded import free_port  # noqa: F401  (re-exported for bench modules)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -31,12 +31,6 @@ PARTITIONS = 4
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def topic_env(bootstrap: str, suffix: str, store: Path, **extra: str) -> dict[str, str]:

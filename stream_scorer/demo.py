@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import orjson
 
-from .embedded import TansuBroker
+from .embedded import TansuBroker, free_port
 from .settings import Settings
 
 #: Share of the live run before the campaign starts, and before the analysts label it.
@@ -46,14 +46,6 @@ ALERT_RATE = 0.05
 ALERT_LEVELS = {"MEDIUM", "HIGH", "CRITICAL"}
 #: Share of unlabelled live rows written to the feature table before the retrain.
 LIVE_SAMPLE = 0.2
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- child processes -------------------------------------------------------------------
@@ -359,7 +351,7 @@ class Demo:
         args = self.args
         started_at = time.time()
         self.say(f"[1/6] starting the embedded broker; ClickHouse and models under {self.var}")
-        self.broker = TansuBroker(_free_port(), self.logs / "broker.log").start()
+        self.broker = TansuBroker(free_port(), self.logs / "broker.log").start()
         bootstrap = self.broker.bootstrap
         env = self.env(bootstrap)
         self.say("[2/6] loading a week of simulated, labelled history and training the first version")
@@ -378,13 +370,13 @@ class Demo:
         self.say(f"[3/6] starting {args.replicas} scorer replicas and the sink; streaming live traffic")
         replicas = []
         for i in range(args.replicas):
-            port = _free_port()
+            port = free_port()
             child = Child(f"scorer-{i + 1}", [sys.executable, "-m", "stream_scorer.cli", "worker"],
                           {**env, "SCORER_WEB_PORT": str(port)}, self.logs / f"scorer-{i + 1}.log").start()
             child.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
             replicas.append(child)
             self.children.append(child)
-        sink_port = _free_port()
+        sink_port = free_port()
         sink_env = {**env, "SINK_WEB_PORT": str(sink_port)}
         sink = self._start_sink(sink_env)
         self._wait_ready(replicas)

@@ -13,6 +13,13 @@ import time
 from pathlib import Path
 
 
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now (for a broker or a web server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class TansuBroker:
     """A Tansu broker process on ``127.0.0.1:port`` with in-memory storage."""
 

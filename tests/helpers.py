@@ -17,18 +17,11 @@ import numpy as np
 import orjson
 
 from stream_scorer.bundle import BundleInfo, ModelStore, write_bundle
+from stream_scorer.embedded import free_port  # noqa: F401  (re-exported for the tests)
 from stream_scorer.features import DEFAULT_FEATURES
 
 REPO = Path(__file__).resolve().parent.parent
 FAST_GROUP_ENV = {"KAFKA_SESSION_TIMEOUT_S": "6", "KAFKA_HEARTBEAT_S": "1", "KAFKA_REBALANCE_TIMEOUT_S": "6"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def topic_env(bootstrap: str, suffix: str, store: Path, **extra: str) -> dict[str, str]:
