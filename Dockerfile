@@ -68,6 +68,7 @@ RUN printf '%s\n' \
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
     MODEL_STORE=/var/lib/ja4/models \
     SCORER_WEB_HOST=0.0.0.0 \
     SCORER_WEB_PORT=6066

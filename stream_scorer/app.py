@@ -48,7 +48,8 @@ scores_topic = app.topic(settings.topic_scores, key_serializer="raw", value_seri
 dlq_topic = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw",
                       partitions=settings.topic_partitions)
 
-holder = ModelHolder(ModelStore(settings.model_store), settings.model_name, nthreads=settings.scorer_threads)
+holder = ModelHolder(ModelStore(settings.model_store), settings.model_name, nthreads=settings.scorer_threads,
+                     eif_evaluator=settings.eif_evaluator)
 follower = ControlFollower(settings, holder)
 
 from . import agents, views  # noqa: E402,F401  (registers the agent and the web views)

@@ -367,8 +367,12 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> int:
     return total
 
 
-def load_bundle(path: Path, *, expected_manifest_sha256: str | None = None, nthreads: int = 1) -> LoadedBundle:
-    """Verify, then load a bundle. Raises :class:`BundleError` with the reason on any problem."""
+def load_bundle(path: Path, *, expected_manifest_sha256: str | None = None, nthreads: int = 1,
+                eif_evaluator: str = "compiled") -> LoadedBundle:
+    """Verify, then load a bundle. Raises :class:`BundleError` with the reason on any problem.
+
+    ``eif_evaluator='compiled'`` switches the EIF to the compiled evaluator of the same forest
+    once it gave isotree's scores on :func:`evaluator_probe` rows (isotree otherwise)."""
     path = Path(path)
     manifest, digest = read_manifest(path, expected_manifest_sha256)
     size = verify_files(path, manifest) + (path / MANIFEST).stat().st_size
@@ -383,9 +387,29 @@ def load_bundle(path: Path, *, expected_manifest_sha256: str | None = None, nthr
                         eif=eif, ae=ae, xgb=xgb, ae_weight=float(weights.get("ae", 0.3)),
                         xgb_weight=float(weights.get("xgb", 0.2)),
                         thresholds={k: float(v) for k, v in manifest["thresholds"].items()})
+    if eif_evaluator == "compiled":
+        eif.use_compiled(evaluator_probe(manifest, ensemble.medians),
+                         (path / eif_mod.FILENAME).read_bytes())
     return LoadedBundle(model=str(manifest.get("model_name", path.parent.name)),
                         version=str(manifest.get("version", path.name)), path=path, manifest=manifest,
                         manifest_sha256=digest, ensemble=ensemble, size_bytes=size)
+
+
+def evaluator_probe(manifest: dict[str, Any], medians: np.ndarray, n_random: int = 256) -> np.ndarray:
+    """Rows on which a faster EIF evaluator must equal isotree: the smoke rows, the medians, and
+    deterministic spreads around the medians from tiny to huge (so that every side of many splits,
+    and the far tails, are exercised)."""
+    rows = [medians[np.newaxis, :]]
+    smoke = manifest.get("smoke") or {}
+    if smoke.get("rows"):
+        smoke_rows = np.asarray(smoke["rows"], dtype=np.float64)
+        if smoke_rows.ndim == 2 and smoke_rows.shape[1] == len(medians):
+            rows.append(smoke_rows)
+    rng = np.random.default_rng(0)
+    scale = np.maximum(np.abs(medians), 1.0)
+    spread = np.logspace(-3, 3, n_random)[:, np.newaxis]
+    rows.append(medians + rng.standard_normal((n_random, len(medians))) * scale * spread)
+    return np.vstack(rows)
 
 
 def smoke_check(bundle: LoadedBundle) -> None:

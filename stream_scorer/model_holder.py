@@ -55,12 +55,15 @@ class ActiveModel:
                 "load_seconds": round(self.load_seconds, 3), "source": self.source,
                 "features": len(ens.features), "members": [m for m, d in
                     (("eif", ens.eif), ("ae", ens.ae), ("xgb", ens.xgb)) if d is not None],
+                "eif_evaluator": ens.eif.evaluator, "eif_evaluator_note": ens.eif.evaluator_note,
                 "bundle_bytes": self.bundle.size_bytes}
 
 
-def load_verified(path: Path, manifest_sha256: str | None, nthreads: int) -> LoadedBundle:
+def load_verified(path: Path, manifest_sha256: str | None, nthreads: int,
+                  eif_evaluator: str = "compiled") -> LoadedBundle:
     """Blocking: verify checksums, load every member, smoke-score. Runs in a thread."""
-    bundle = load_bundle(path, expected_manifest_sha256=manifest_sha256, nthreads=nthreads)
+    bundle = load_bundle(path, expected_manifest_sha256=manifest_sha256, nthreads=nthreads,
+                         eif_evaluator=eif_evaluator)
     smoke_check(bundle)
     return bundle
 
@@ -72,6 +75,7 @@ class ModelHolder:
     store: ModelStore
     model_name: str
     nthreads: int = 1
+    eif_evaluator: str = "compiled"
     active: ActiveModel | None = None
     outcomes: Counter[str] = field(default_factory=Counter)
     #: The last message refused because its bundle was unreadable; retried periodically.
@@ -157,7 +161,7 @@ class ModelHolder:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
-            bundle = await loop.run_in_executor(None, load_verified, path, sha, self.nthreads)
+            bundle = await loop.run_in_executor(None, load_verified, path, sha, self.nthreads, self.eif_evaluator)
         except BundleError as exc:
             log.warning("reload: refused %s: %s", path, exc)
             self.count("refused:bundle")

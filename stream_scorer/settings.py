@@ -159,6 +159,9 @@ class Settings:
     scorer_batch_max: int = _setting("SCORER_BATCH_MAX", 1000, _int_in(1, 100_000), "records per scoring batch")
     scorer_batch_wait_ms: int = _setting("SCORER_BATCH_WAIT_MS", 50, _int_in(1, 60_000), "max wait of a batch (ms)")
     scorer_threads: int = _setting("SCORER_THREADS", 1, _int_in(1, 256), "threads the models may use per worker")
+    eif_evaluator: str = _setting(
+        "EIF_EVALUATOR", "compiled", _choice("compiled", "isotree"),
+        "how workers evaluate the EIF: 'compiled' (same forest and scores as isotree, ~4x faster; checked at load) or 'isotree'")
     model_history_count: int = _setting("MODEL_HISTORY_COUNT", 5, _int_in(1, 1000), "versions kept per model")
     model_name: str = _setting("MODEL_NAME", "default", _matching(_NAME_RE, "a name of letters, digits, '.', '_', '-'"), "model name")
     features: tuple[str, ...] | None = _setting("FEATURES", None, _features, "feature columns the trainer may use")

@@ -3,10 +3,16 @@
 isotree's ``predict`` already returns the standardised outlier score of Liu et al.,
 ``2 ** (-E[depth] / c(n))`` in (0, 1) with higher = more anomalous, so no flip is needed.
 The forest is stored in isotree's own binary format (``export_model``), never pickled.
+
+Scoring uses, by default, :class:`.eif_compiled.CompiledEIF`: the same forest, read from the same
+file, walked by a compiled loop about 4x faster than isotree's ``predict``. It is used only after it
+gave isotree's scores (to 1e-9) on the bundle's smoke rows; a forest it cannot read or a mismatch
+falls back to isotree, which always stays loaded.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,11 @@ from isotree import IsolationForest
 from ..errors import BundleError, NotFittedError
 
 FILENAME = "eif.isotree"
+EVALUATORS = ("compiled", "isotree")
+#: Largest difference allowed between the compiled evaluator and isotree on the same rows.
+EVALUATOR_TOLERANCE = 1e-9
+
+log = logging.getLogger(__name__)
 
 
 class EIFDetector:
@@ -35,6 +46,10 @@ class EIFDetector:
         self.random_seed = random_seed
         self.model_: IsolationForest | None = None
         self.n_features_in_: int | None = None
+        #: The compiled evaluator of ``model_``, when in use (see :meth:`use_compiled`).
+        self.compiled_ = None
+        #: Why the compiled evaluator is not in use (None when it is).
+        self.evaluator_note: str | None = "not requested"
 
     def params(self) -> dict[str, Any]:
         """Hyperparameters as stored in the manifest."""
@@ -49,19 +64,57 @@ class EIFDetector:
             missing_action=self.missing_action, nthreads=self.nthreads,
             random_seed=self.random_seed).fit(X)
         self.n_features_in_ = X.shape[1]
+        self.compiled_, self.evaluator_note = None, "not requested"
         return self
+
+    @property
+    def evaluator(self) -> str:
+        """Which evaluator ``score`` uses: ``compiled`` or ``isotree``."""
+        return "compiled" if self.compiled_ is not None else "isotree"
 
     def score(self, X: np.ndarray) -> np.ndarray:
         if self.model_ is None:
             raise NotFittedError("EIFDetector.score called before fit/load")
-        return np.asarray(self.model_.predict(np.ascontiguousarray(X, dtype=np.float64)),
-                          dtype=np.float64)
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if self.compiled_ is not None:
+            return self.compiled_.predict(X)
+        return np.asarray(self.model_.predict(X), dtype=np.float64)
+
+    def use_compiled(self, probe: np.ndarray, data: bytes | None = None) -> bool:
+        """Switch ``score`` to the compiled evaluator if it gives isotree's scores on ``probe``.
+
+        ``data`` is the forest's isotree serialisation (exported from ``model_`` if not given).
+        Returns whether the compiled evaluator is now in use; the reason otherwise is in
+        ``evaluator_note``. Never raises for an unsupported forest: isotree stays the evaluator.
+        """
+        if self.model_ is None:
+            raise NotFittedError("EIFDetector.use_compiled called before fit/load")
+        from .eif_compiled import CompiledEIF
+
+        probe = np.ascontiguousarray(probe, dtype=np.float64)
+        try:
+            compiled = (CompiledEIF.from_bytes(data, self.n_features_in_, self.nthreads) if data is not None
+                        else CompiledEIF.from_model(self.model_, self.n_features_in_, self.nthreads))
+            diff = float(np.max(np.abs(compiled.predict(probe) - self.model_.predict(probe)), initial=0.0))
+        except (ValueError, OSError) as exc:
+            self.compiled_, self.evaluator_note = None, f"compiled evaluator unavailable: {exc}"
+            log.warning("EIF: %s; scoring with isotree", self.evaluator_note)
+            return False
+        if not diff <= EVALUATOR_TOLERANCE:
+            self.compiled_ = None
+            self.evaluator_note = f"compiled evaluator differs from isotree by {diff:.3g}"
+            log.warning("EIF: %s; scoring with isotree", self.evaluator_note)
+            return False
+        self.compiled_, self.evaluator_note = compiled, None
+        return True
 
     def set_threads(self, nthreads: int) -> None:
         """Threads used by ``score`` (isotree releases the GIL while predicting)."""
         self.nthreads = nthreads
         if self.model_ is not None:
             self.model_.nthreads = nthreads
+        if self.compiled_ is not None:
+            self.compiled_.nthreads = nthreads
 
     def save(self, directory: Path) -> str:
         if self.model_ is None:
