@@ -1,10 +1,13 @@
-"""The scoring agent: takes batches from the features topic and only moves data.
+"""The scoring agent: reads the features topic, batches, scores, produces; only moves data.
 
-Per batch: read the active model once, call :func:`~.scoring.score_values` (pure), send
-the score records and DLQ entries, wait until the broker confirmed every one of them, and
-only then ack the input events so their offsets can be committed. A crash or SIGTERM in
-between leaves the batch unacked: it is re-delivered (at-least-once), never skipped.
-``noack_take`` is used because ``take`` acks in a ``finally`` even when the body fails.
+The agent reads the stream without acking (``stream.noack()``) into a bounded
+:class:`~.batcher.Batcher`; a second task takes batches from it. Per batch: read the active
+model once, call :func:`~.scoring.score_values` (pure) in the scoring thread, send the score
+records and DLQ entries, wait until the broker confirmed every one of them, and only then ack
+the input events so their offsets can be committed. A crash or SIGTERM in between leaves the
+batch unacked: it is re-delivered (at-least-once), never skipped. Reading, scoring and
+delivery overlap: Faust's per-message work goes on while a batch is scored, and batch N+1 is
+scored while batch N is being confirmed.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ import logging
 import time
 from collections import Counter
 
+import mode
 from faust.types import EventT, StreamT
 
 from . import metrics
 from .app import app, dlq_topic, features_topic, holder, follower, scores_topic, settings
+from .batcher import Batcher
+from .batcher import Closed as BatcherClosed
+from .output_producer import Output, OutputProducer, producer_config
 from .parsing import Reject
 from .scoring import BatchOutput, score_values
 
@@ -85,12 +92,42 @@ def _fail_batch(values: list[bytes | None], reason: str) -> BatchOutput:
                        records_in=len(values))
 
 
+_OUTPUT: OutputProducer | None = None
+
+
+def output_producer() -> OutputProducer:
+    """The worker's one output producer, created at first use (see :mod:`.output_producer`)."""
+    global _OUTPUT
+    if _OUTPUT is None:
+        _OUTPUT = OutputProducer(producer_config(settings, app.conf.producer_max_request_size,
+                                                 linger_ms=OUTPUT_LINGER_MS))
+    return _OUTPUT
+
+
+#: librdkafka waits this long to fill a produce request: a batch's records leave together.
+OUTPUT_LINGER_MS = 2
+
+
+@app.service
+class OutputProducerService(mode.Service):
+    """Flushes and closes the output producer when the worker stops."""
+
+    async def on_stop(self) -> None:
+        global _OUTPUT
+        if _OUTPUT is not None:
+            left = await asyncio.get_running_loop().run_in_executor(None, _OUTPUT.close)
+            if left:
+                log.warning("output producer closed with %d records undelivered (their inputs were not acked)", left)
+            _OUTPUT = None
+
+
 #: One scoring thread per worker: isotree, XGBoost and torch release the GIL, so the event
 #: loop keeps fetching, producing and heartbeating while a batch is scored.
 _SCORING_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="score")
 
 
-async def process_batch(events: list[EventT]) -> None:
+async def score_batch(events: list[EventT]) -> tuple[BatchOutput, list[Output], str]:
+    """Score one batch in the scoring thread; return it and the records to produce."""
     model = holder.active  # one reference for the whole batch: never a half-swapped model
     assert model is not None
     values = [e.message.value for e in events]
@@ -104,26 +141,25 @@ async def process_batch(events: list[EventT]) -> None:
     metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
     keys = [e.message.key for e in events]
     fit_outputs(out, keys, values, app.conf.producer_max_request_size)
-    producer = app.producer
     scores_name, dlq_name = scores_topic.get_topic_name(), dlq_topic.get_topic_name()
     version_header = [("model-version", model.version.encode())]
-    # Queue every record (each ``send`` only appends to the producer's buffer and returns a
-    # delivery future; awaiting it in turn is cheaper than a task per record), then wait
-    # until the broker confirmed each one: only then may the input offsets be committed.
-    send = producer.send
-    delivered = []
-    for idx, value in out.scores:
-        delivered.append(await send(scores_name, keys[idx], value, None, None, version_header))
+    outputs = [Output(scores_name, keys[idx], value, version_header) for idx, value in out.scores]
     for rej in out.rejects:
-        ev = events[rej.message_index]
-        delivered.append(await send(dlq_name, _fit_key(keys[rej.message_index]), rej.value, None, None,
-                                    _dlq_headers(ev, rej.reason, rej.record_index)))
-        metrics.DLQ.labels(reason=metrics.dlq_category(rej.reason)).inc()
-    if delivered:
-        await asyncio.gather(*delivered)
+        outputs.append(Output(dlq_name, _fit_key(keys[rej.message_index]), rej.value,
+                              _dlq_headers(events[rej.message_index], rej.reason, rej.record_index)))
+    return out, outputs, model.version
+
+
+async def deliver_and_ack(stream: StreamT, events: list[EventT], out: BatchOutput, outputs: list[Output]) -> None:
+    """Produce a batch's records; once the broker confirmed all of them, ack its inputs."""
+    await output_producer().send_batch(outputs)
+    for event in events:
+        await stream.ack(event)
     metrics.MESSAGES_IN.inc(len(events))
     metrics.RECORDS_IN.inc(out.records_in)
     metrics.BATCH_SIZE.observe(len(out.scores))
+    for rej in out.rejects:
+        metrics.DLQ.labels(reason=metrics.dlq_category(rej.reason)).inc()
     for level, n in Counter(out.levels).items():
         metrics.RECORDS_SCORED.labels(threat_level=level).inc(n)
     for feat, count in out.imputed_counts.items():
@@ -135,24 +171,58 @@ async def process_batch(events: list[EventT]) -> None:
             metrics.E2E_LAG.observe(max(0.0, now - ts))
 
 
+async def run_batches(stream: StreamT, batcher: Batcher[EventT]) -> None:
+    """Score batch after batch. Batch N+1 is scored while batch N's records are being
+    confirmed by the broker; acks stay in order (N is acked before N+1 is sent)."""
+    inflight: asyncio.Future[None] | None = None
+    try:
+        while True:
+            try:
+                events = await batcher.get()
+            except BatcherClosed:
+                return
+            out, outputs, _version = await score_batch(events)
+            if inflight is not None:
+                await inflight
+            inflight = asyncio.ensure_future(deliver_and_ack(stream, events, out, outputs))
+    finally:
+        if inflight is not None:
+            await inflight
+
+
+#: How long a stopping worker keeps finishing the batches it has read (then the rest is
+#: simply not acked, so the next owner of the partitions reads it again).
+DRAIN_TIMEOUT_S = 20.0
+
+
 @app.agent(features_topic)
 async def score_features(stream: StreamT) -> None:
     await wait_for_model()
-    within = settings.scorer_batch_wait_ms / 1000.0
-    async for events in stream.noack_take(settings.scorer_batch_max, within=within):
-        batch = list(events)
-        task = asyncio.ensure_future(process_batch(batch))
+    events_stream = stream.noack()
+    batcher: Batcher[EventT] = Batcher(settings.scorer_batch_max, settings.scorer_batch_wait_ms / 1000.0)
+    runner = asyncio.ensure_future(run_batches(events_stream, batcher))
+    agent_task = asyncio.current_task()
+
+    def _stop_agent_if_failed(task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and agent_task is not None:
+            agent_task.cancel()  # the finally below re-raises the scoring loop's error
+
+    runner.add_done_callback(_stop_agent_if_failed)
+    try:
+        async for event in events_stream.events():
+            if runner.done():  # the scoring loop failed: surface it (Faust restarts the agent)
+                runner.result()
+                raise RuntimeError("scoring loop stopped")
+            await batcher.put(event)
+    finally:
+        # Stream ended, SIGTERM or a rebalance stopping the agent: finish what was read,
+        # so the final commit includes it, then stop.
+        batcher.close()
         try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # SIGTERM/rebalance while a batch is in hand: finish it (its outputs are already
-            # being produced), ack it so the final commit includes it, then stop.
-            await task
-            for event in batch:
-                await stream.ack(event)
-            raise
-        for event in batch:
-            await stream.ack(event)
+            await asyncio.wait_for(asyncio.shield(runner), DRAIN_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("stopping with %d read messages not scored: they stay unacked and are read again", len(batcher))
+            runner.cancel()
 
 
 @app.task

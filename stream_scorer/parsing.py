@@ -20,6 +20,7 @@ says "non-numeric". The hot loop is one list comprehension per record.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 import json
 import math
 from typing import Any, Sequence
@@ -105,6 +106,28 @@ def _as_number(v: Any) -> float:
     return _NAN
 
 
+_PLAIN_NUMBERS = frozenset({float, int, bool, type(None)})
+
+
+def _to_matrix(rows: list[list[Any]], n_features: int) -> np.ndarray:
+    """Raw feature cells -> float64 matrix, with :func:`_as_number`'s meaning for every cell.
+
+    The common case (every cell a JSON number, boolean or null) is converted by numpy in one
+    call, then non-finite values become NaN; any other cell type sends the batch through
+    :func:`_as_number` cell by cell (strings must become NaN, never parsed as numbers)."""
+    if not rows:
+        return np.empty((0, n_features), dtype=np.float64)
+    if set(map(type, chain.from_iterable(rows))) <= _PLAIN_NUMBERS:
+        try:
+            X = np.array(rows, dtype=np.float64)  # null -> NaN, bool -> 0/1, int -> nearest double
+        except OverflowError:  # an integer beyond a double: the cell-by-cell path makes it NaN
+            pass
+        else:
+            X[~np.isfinite(X)] = np.nan
+            return X
+    return np.array([[_as_number(v) for v in row] for row in rows], dtype=np.float64)
+
+
 def _key_problem(rec: dict[str, Any]) -> str | None:
     for name in KEY_FIELDS:
         v = rec.get(name)
@@ -163,9 +186,9 @@ def parse_batch(values: Sequence[bytes | None], features: Sequence[str]) -> Pars
                     rejects.append(Reject(i, value, problem))
                 continue
             get = rec.get
-            rows.append([_as_number(get(f)) for f in feats])
+            rows.append([get(f) for f in feats])  # raw cells; converted for the whole batch below
             # Key fields are checked scalars; context fields pass through only as scalars.
             records.append({k: v for k in keep if (v := get(k)) is not None and type(v) in _SCALARS})
             origin.append(i)
-    X = np.array(rows, dtype=np.float64) if rows else np.empty((0, len(feats)), dtype=np.float64)
+    X = _to_matrix(rows, len(feats))
     return ParsedBatch(X=X, records=records, message_index=origin, rejects=rejects)

@@ -133,6 +133,7 @@ def fit_ensemble(X: np.ndarray, features: tuple[str, ...], config: FitConfig, *,
     say("eif", {"rows": len(X_train)})
     eif = EIFDetector(ntrees=config.eif_ntrees, ndim=config.eif_ndim, sample_size=config.eif_sample_size,
                       nthreads=config.nthreads, random_seed=config.seed).fit(X_train)
+    eif.use_compiled(X_train[:2000])  # the same scores, ~4x faster on the large splits below
     eif_threshold = float(np.quantile(eif.score(X_train), 1.0 - config.contamination))
     eif_val = eif.score(X_val)
     val_anomaly_rate = float(np.mean(eif_val > eif_threshold))

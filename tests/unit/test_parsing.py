@@ -364,3 +364,26 @@ def test_arbitrary_json_never_raises_and_is_accounted_for(docs):
                 assert got == pytest.approx(float(v), rel=1e-15)
             else:
                 assert math.isnan(got)
+
+
+# -- the whole-batch conversion equals the cell-by-cell meaning --------------------------------
+
+_cells = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                   st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3),
+                   st.sampled_from(["1.5", "nan", "1e3"]), st.lists(st.integers(), max_size=2))
+
+
+@given(st.lists(st.lists(_cells, min_size=3, max_size=3), min_size=1, max_size=20))
+def test_batch_conversion_equals_cell_by_cell(rows) -> None:
+    from stream_scorer.parsing import _as_number, _to_matrix
+
+    expected = np.array([[_as_number(v) for v in row] for row in rows], dtype=np.float64)
+    np.testing.assert_array_equal(_to_matrix(rows, 3), expected)
+
+
+def test_batch_conversion_of_plain_numbers_takes_numpys_path() -> None:
+    from stream_scorer.parsing import _to_matrix
+
+    X = _to_matrix([[1, None, True], [2.5, float("inf"), False], [2**64 - 1, -0.0, float("nan")]], 3)
+    np.testing.assert_array_equal(X, [[1.0, np.nan, 1.0], [2.5, np.nan, 0.0], [float(2**64 - 1), -0.0, np.nan]])
+    assert _to_matrix([], 4).shape == (0, 4)
