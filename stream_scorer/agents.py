@@ -2,7 +2,8 @@
 
 The agent reads the stream without acking (``stream.noack()``) into a bounded
 :class:`~.batcher.Batcher`; a second task takes batches from it. Per batch: read the active
-model once, call :func:`~.scoring.score_values` (pure) in the scoring thread, send the score
+model once, parse (:func:`~.parsing.parse_batch`) in the parse thread and score
+(:func:`~.scoring.score_parsed`, pure) in the scoring thread, send the score
 records and DLQ entries, wait until the broker confirmed every one of them, and only then ack
 the input events so their offsets can be committed. A crash or SIGTERM in between leaves the
 batch unacked: it is re-delivered (at-least-once), never skipped. Reading, scoring and
@@ -17,6 +18,7 @@ import concurrent.futures
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import mode
 from faust.types import EventT, StreamT
@@ -26,8 +28,9 @@ from .app import app, dlq_topic, features_topic, holder, follower, scores_topic,
 from .batcher import Batcher
 from .batcher import Closed as BatcherClosed
 from .output_producer import Output, OutputProducer, producer_config
-from .parsing import Reject
-from .scoring import BatchOutput, score_values
+from .model_holder import ActiveModel
+from .parsing import ParsedBatch, Reject, parse_batch
+from .scoring import BatchOutput, score_parsed
 
 log = logging.getLogger(__name__)
 
@@ -121,23 +124,58 @@ class OutputProducerService(mode.Service):
             _OUTPUT = None
 
 
-#: One scoring thread per worker: isotree, XGBoost and torch release the GIL, so the event
-#: loop keeps fetching, producing and heartbeating while a batch is scored.
+#: One scoring thread per worker: the EIF evaluator, XGBoost and torch release the GIL, so the
+#: event loop keeps fetching, producing and heartbeating while a batch is scored, and the
+#: parse thread (JSON -> matrix, mostly under the GIL) prepares the next batch meanwhile.
 _SCORING_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="score")
+_PARSE_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="parse")
 
 
-async def score_batch(events: list[EventT]) -> tuple[BatchOutput, list[Output], str]:
-    """Score one batch in the scoring thread; return it and the records to produce."""
-    model = holder.active  # one reference for the whole batch: never a half-swapped model
-    assert model is not None
+@dataclass
+class ParsedWork:
+    """A batch between the parse and the score stage, with the model it was parsed for."""
+
+    events: list[EventT]
+    model: ActiveModel
+    parsed: ParsedBatch | None      #: None when parsing itself failed (see ``error``)
+    error: str | None = None
+
+
+async def parse_stage(batcher: Batcher[EventT], queue: asyncio.Queue[ParsedWork | None]) -> None:
+    """Take batches from the batcher and parse them (parse thread) for the active model."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            events = await batcher.get()
+        except BatcherClosed:
+            await queue.put(None)
+            return
+        model = holder.active  # one reference for the whole batch: never a half-swapped model
+        assert model is not None
+        values = [e.message.value for e in events]
+        try:
+            parsed = await loop.run_in_executor(_PARSE_POOL, parse_batch, values, model.bundle.ensemble.features)
+            work = ParsedWork(events, model, parsed)
+        except Exception as exc:  # a parser bug must not stall the partition or lose the batch
+            log.exception("parsing failed for a batch of %d messages", len(values))
+            work = ParsedWork(events, model, None, f"parsing failed: {exc!r}"[:500])
+        await queue.put(work)
+
+
+async def score_batch(work: ParsedWork) -> tuple[BatchOutput, list[Output]]:
+    """Score one parsed batch (scoring thread); return it and the records to produce."""
+    events, model = work.events, work.model
     values = [e.message.value for e in events]
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
-    try:
-        out = await loop.run_in_executor(_SCORING_POOL, score_values, values, model.bundle)
-    except Exception as exc:  # a model bug must not stall the partition or lose the batch
-        log.exception("scoring failed for a batch of %d messages", len(values))
-        out = _fail_batch(values, f"scoring failed: {exc!r}"[:500])
+    if work.parsed is None:
+        out = _fail_batch(values, work.error or "parsing failed")
+    else:
+        try:
+            out = await loop.run_in_executor(_SCORING_POOL, score_parsed, work.parsed, model.bundle)
+        except Exception as exc:  # a model bug must not stall the partition or lose the batch
+            log.exception("scoring failed for a batch of %d messages", len(values))
+            out = _fail_batch(values, f"scoring failed: {exc!r}"[:500])
     metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
     keys = [e.message.key for e in events]
     fit_outputs(out, keys, values, app.conf.producer_max_request_size)
@@ -147,7 +185,7 @@ async def score_batch(events: list[EventT]) -> tuple[BatchOutput, list[Output], 
     for rej in out.rejects:
         outputs.append(Output(dlq_name, _fit_key(keys[rej.message_index]), rej.value,
                               _dlq_headers(events[rej.message_index], rej.reason, rej.record_index)))
-    return out, outputs, model.version
+    return out, outputs
 
 
 async def deliver_and_ack(stream: StreamT, events: list[EventT], out: BatchOutput, outputs: list[Output]) -> None:
@@ -171,21 +209,32 @@ async def deliver_and_ack(stream: StreamT, events: list[EventT], out: BatchOutpu
             metrics.E2E_LAG.observe(max(0.0, now - ts))
 
 
+async def _next_parsed(queue: asyncio.Queue[ParsedWork | None], parser: asyncio.Future[None]) -> ParsedWork | None:
+    """The next parsed batch; raises the parse stage's error if it died instead."""
+    getter = asyncio.ensure_future(queue.get())
+    done, _ = await asyncio.wait({getter, parser}, return_when=asyncio.FIRST_COMPLETED)
+    if getter not in done and not parser.cancelled() and parser.exception() is not None:
+        getter.cancel()
+        raise parser.exception()  # type: ignore[misc]
+    return await getter
+
+
 async def run_batches(stream: StreamT, batcher: Batcher[EventT]) -> None:
-    """Score batch after batch. Batch N+1 is scored while batch N's records are being
-    confirmed by the broker; acks stay in order (N is acked before N+1 is sent)."""
+    """Three stages that overlap: batch N+1 is parsed (parse thread) while batch N is scored
+    (scoring thread: the models release the GIL) while batch N-1's records are confirmed by
+    the broker. Acks stay in order: N-1 is acked before N is sent."""
+    queue: asyncio.Queue[ParsedWork | None] = asyncio.Queue(maxsize=1)
+    parser = asyncio.ensure_future(parse_stage(batcher, queue))
     inflight: asyncio.Future[None] | None = None
     try:
-        while True:
-            try:
-                events = await batcher.get()
-            except BatcherClosed:
-                return
-            out, outputs, _version = await score_batch(events)
+        while (work := await _next_parsed(queue, parser)) is not None:
+            out, outputs = await score_batch(work)
             if inflight is not None:
                 await inflight
-            inflight = asyncio.ensure_future(deliver_and_ack(stream, events, out, outputs))
+            inflight = asyncio.ensure_future(deliver_and_ack(stream, work.events, out, outputs))
     finally:
+        if not parser.done():
+            parser.cancel()
         if inflight is not None:
             await inflight
 
@@ -199,7 +248,8 @@ DRAIN_TIMEOUT_S = 20.0
 async def score_features(stream: StreamT) -> None:
     await wait_for_model()
     events_stream = stream.noack()
-    batcher: Batcher[EventT] = Batcher(settings.scorer_batch_max, settings.scorer_batch_wait_ms / 1000.0)
+    batcher: Batcher[EventT] = Batcher(settings.scorer_batch_max, settings.scorer_batch_wait_ms / 1000.0,
+                                       max_batch_bytes=settings.scorer_batch_max_bytes)
     runner = asyncio.ensure_future(run_batches(events_stream, batcher))
     agent_task = asyncio.current_task()
 
@@ -213,7 +263,8 @@ async def score_features(stream: StreamT) -> None:
             if runner.done():  # the scoring loop failed: surface it (Faust restarts the agent)
                 runner.result()
                 raise RuntimeError("scoring loop stopped")
-            await batcher.put(event)
+            value = event.message.value
+            await batcher.put(event, len(value) if value else 0)
     finally:
         # Stream ended, SIGTERM or a rebalance stopping the agent: finish what was read,
         # so the final commit includes it, then stop.

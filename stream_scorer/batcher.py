@@ -5,9 +5,12 @@ adding to its buffer, so Faust's own per-message work (about 200 us a message) a
 run one after the other. With this queue the agent keeps reading the stream while the previous
 batch is scored and produced, and the two costs overlap.
 
-Batching rule: a batch is handed out as soon as ``max_batch`` items are queued, or when its
-oldest item has waited ``max_wait_s`` (so an item waits at most ``max_wait_s`` for its batch to
-close, however slowly others arrive). ``put`` blocks once ``max_pending`` items are queued:
+Batching rule: a batch is handed out as soon as ``max_batch`` items or ``max_batch_bytes``
+bytes are queued, or when its oldest item has waited ``max_wait_s`` (so an item waits at most
+``max_wait_s`` for its batch to close, however slowly others arrive). A batch holds at most
+``max_batch`` items and, unless its first item alone is larger, ``max_batch_bytes`` bytes: the
+byte bound keeps batches of large envelopes (1,000 records a message) as small in memory and
+time as batches of single records. ``put`` blocks once twice that much is queued:
 back-pressure to the stream, so memory stays bounded and Kafka keeps what we have not read.
 """
 
@@ -26,13 +29,17 @@ class Closed(Exception):
 
 
 class Batcher(Generic[T]):
-    def __init__(self, max_batch: int, max_wait_s: float, max_pending: int | None = None) -> None:
-        if max_batch < 1 or max_wait_s < 0:
-            raise ValueError("max_batch must be >= 1 and max_wait_s >= 0")
+    def __init__(self, max_batch: int, max_wait_s: float, max_pending: int | None = None,
+                 max_batch_bytes: int = 1 << 62) -> None:
+        if max_batch < 1 or max_wait_s < 0 or max_batch_bytes < 1:
+            raise ValueError("max_batch and max_batch_bytes must be >= 1 and max_wait_s >= 0")
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_pending = max(max_pending or 2 * max_batch, max_batch)
-        self._items: deque[tuple[float, T]] = deque()
+        self.max_batch_bytes = max_batch_bytes
+        self.max_pending_bytes = 2 * max_batch_bytes
+        self._items: deque[tuple[float, int, T]] = deque()
+        self._bytes = 0
         self._changed = asyncio.Event()   # an item was added, or the batcher was closed
         self._space = asyncio.Event()     # room below max_pending
         self._space.set()
@@ -46,14 +53,23 @@ class Batcher(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
-    async def put(self, item: T) -> None:
-        while len(self._items) >= self.max_pending and not self._closed:
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def _full(self) -> bool:
+        return len(self._items) >= self.max_pending or self._bytes >= self.max_pending_bytes
+
+    async def put(self, item: T, nbytes: int = 0) -> None:
+        while self._full() and not self._closed:
             self._space.clear()
             await self._space.wait()
         if self._closed:
             raise Closed("batcher is closed")
-        self._items.append((time.monotonic(), item))
-        if len(self._items) >= self._want:  # wake ``get`` only when it can act, not per item
+        self._items.append((time.monotonic(), nbytes, item))
+        self._bytes += nbytes
+        # wake ``get`` only when it can act, not per item
+        if len(self._items) >= self._want or self._bytes >= self.max_batch_bytes:
             self._changed.set()
 
     def close(self) -> None:
@@ -71,7 +87,7 @@ class Batcher(Generic[T]):
             self._changed.clear()
             await self._changed.wait()
         self._want = self.max_batch
-        while len(self._items) < self.max_batch and not self._closed:
+        while len(self._items) < self.max_batch and self._bytes < self.max_batch_bytes and not self._closed:
             left = self._items[0][0] + self.max_wait_s - time.monotonic()
             if left <= 0:
                 break
@@ -80,8 +96,14 @@ class Batcher(Generic[T]):
                 await asyncio.wait_for(self._changed.wait(), left)
             except asyncio.TimeoutError:
                 break
-        n = min(self.max_batch, len(self._items))
-        batch = [self._items.popleft()[1] for _ in range(n)]
-        if len(self._items) < self.max_pending:
+        batch: list[T] = []
+        size = 0
+        items = self._items
+        while items and len(batch) < self.max_batch and (not batch or size + items[0][1] <= self.max_batch_bytes):
+            _, nbytes, item = items.popleft()
+            batch.append(item)
+            size += nbytes
+        self._bytes -= size
+        if not self._full():
             self._space.set()
         return batch

@@ -16,7 +16,7 @@ import orjson
 
 from .bundle import LoadedBundle
 from .ensemble import decide, impute
-from .parsing import Reject, parse_batch
+from .parsing import ParsedBatch, Reject, parse_batch
 
 
 @dataclass
@@ -36,8 +36,12 @@ def _opt(arr: np.ndarray | None, n: int) -> list[float | None]:
 
 def score_values(values: list[bytes | None], bundle: LoadedBundle, now: datetime | None = None) -> BatchOutput:
     """Score the values of a batch of messages with one loaded bundle."""
+    return score_parsed(parse_batch(values, bundle.ensemble.features), bundle, now)
+
+
+def score_parsed(parsed: ParsedBatch, bundle: LoadedBundle, now: datetime | None = None) -> BatchOutput:
+    """Score an already parsed batch (parsed for ``bundle``'s features)."""
     ens = bundle.ensemble
-    parsed = parse_batch(values, ens.features)
     out = BatchOutput(rejects=parsed.rejects, records_in=len(parsed) + sum(1 for r in parsed.rejects))
     n = len(parsed)
     if n == 0:

@@ -156,7 +156,10 @@ class Settings:
         "CONTROL_SIGNING_KEY_PREVIOUS", None, _text, "previous signing key, still accepted during rotation", secret=True)
     scorer_web_port: int = _setting("SCORER_WEB_PORT", 6066, _int_in(1, 65535), "worker web server port")
     scorer_web_host: str = _setting("SCORER_WEB_HOST", "127.0.0.1", _text, "worker web server bind address")
-    scorer_batch_max: int = _setting("SCORER_BATCH_MAX", 1000, _int_in(1, 100_000), "records per scoring batch")
+    scorer_batch_max: int = _setting("SCORER_BATCH_MAX", 1000, _int_in(1, 100_000), "messages per scoring batch")
+    scorer_batch_max_bytes: int = _setting(
+        "SCORER_BATCH_MAX_BYTES", 4 * 1024 * 1024, _int_in(1024, 1024**3),
+        "max bytes of message values per scoring batch (bounds batches of large envelopes)")
     scorer_batch_wait_ms: int = _setting("SCORER_BATCH_WAIT_MS", 50, _int_in(1, 60_000), "max wait of a batch (ms)")
     scorer_threads: int = _setting("SCORER_THREADS", 1, _int_in(1, 256), "threads the models may use per worker")
     eif_evaluator: str = _setting(

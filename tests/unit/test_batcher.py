@@ -122,3 +122,47 @@ def test_bad_arguments_are_refused() -> None:
         Batcher(0, 1.0)
     with pytest.raises(ValueError):
         Batcher(1, -1.0)
+
+
+def test_batches_are_bounded_in_bytes_as_well_as_items() -> None:
+    async def main():
+        b: Batcher[str] = Batcher(1000, max_wait_s=10.0, max_batch_bytes=100)
+        for name in "abcde":
+            await b.put(name, 40)
+        t0 = time.monotonic()
+        first = await b.get()  # 120 bytes were queued: the batch closed without the 10 s wait
+        second = await b.get()
+        return first, second, time.monotonic() - t0, b.nbytes
+
+    first, second, took, left = run(main())
+    assert first == ["a", "b"] and second == ["c", "d"] and left == 40
+    assert took < 1.0
+
+
+def test_an_item_larger_than_the_byte_bound_goes_alone() -> None:
+    async def main():
+        b: Batcher[str] = Batcher(1000, max_wait_s=0.0, max_batch_bytes=100)
+        await b.put("big", 500)
+        blocked = asyncio.ensure_future(b.put("small", 1))  # 500 bytes queued: back-pressure
+        await asyncio.sleep(0.02)
+        assert not blocked.done()
+        first = await b.get()
+        await asyncio.wait_for(blocked, 1.0)
+        return first, await b.get()
+
+    assert run(main()) == (["big"], ["small"])
+
+
+def test_put_blocks_at_twice_the_byte_bound() -> None:
+    async def main():
+        b: Batcher[int] = Batcher(1000, max_wait_s=0.0, max_batch_bytes=100)
+        for i in range(4):
+            await b.put(i, 50)  # 200 bytes queued = 2 x max_batch_bytes
+        blocked = asyncio.ensure_future(b.put(4, 50))
+        await asyncio.sleep(0.05)
+        was_blocked = not blocked.done()
+        await b.get()
+        await asyncio.wait_for(blocked, 1.0)
+        return was_blocked
+
+    assert run(main())
