@@ -53,7 +53,7 @@ def main() -> None:
             th.start()
             time.sleep(1.5)
             cmd = ["py-spy", "record", "--pid", str(w.proc.pid), "--duration", str(int(args.seconds)),
-                   "--threads", "--idle", "--rate", "200", "--format", "speedscope" if args.out else "raw",
+                   "--threads", "--gil", "--rate", "200", "--format", "speedscope" if args.out else "raw",
                    "-o", args.out or str(work / "prof.txt")]
             subprocess.run(cmd, check=False, capture_output=True)
             top = subprocess.run(["py-spy", "dump", "--pid", str(w.proc.pid)], capture_output=True, text=True)

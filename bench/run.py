@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         results["bundle"] = bundle_load_figures(infos[0])
         log(f"bundle {results['bundle']['bundle_bytes'] / 2**20:.1f} MB, load+smoke "
             f"{results['bundle']['load_plus_smoke_s_median']:.3f} s")
-        n_tp = 10000 if quick else 30000
+        n_tp = 20000 if quick else 40000
         tp_records = traffic[:n_tp]
         from .common import records_messages
 
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"scorer: 1 worker (SCORER_BATCH_WAIT_MS={BATCH_WAIT_MS})")
                 with sb.Session(bootstrap, store.root, work, f"{suffix}-w1", 1, BATCH_WAIT_MS) as s:
                     results["throughput"] = sb.throughput(s, tp_records, shapes)
-                    max_rate = results["throughput"][0]["records_per_s"]
+                    max_rate = (results["throughput"][0].get("records_per_s_steady")
+                                or results["throughput"][0]["records_per_s"])
                     if "latency" not in args.skip:
                         results["latency"] = sb.latency(s, traffic, max_rate, (0.25, 0.5, 0.8), 6 if quick else 12)
                     if "reload" not in args.skip:

@@ -40,6 +40,19 @@ def _limit_torch_threads(n: int) -> None:
 
 _limit_torch_threads(settings.scorer_threads)
 
+
+def _shorten_gil_switch_interval(seconds: float = 0.0005) -> None:
+    """The scoring and parse threads release the GIL around every model call (torch op,
+    compiled EIF, XGBoost) and must take it back from the event loop, which holds it for up
+    to ``sys.getswitchinterval()`` (5 ms by default) while it reads messages: dozens of such
+    waits per batch made scoring stall behind reading. A shorter interval hands it back sooner."""
+    import sys
+
+    sys.setswitchinterval(seconds)
+
+
+_shorten_gil_switch_interval()
+
 features_topic = app.topic(settings.topic_features, key_type=bytes, value_type=bytes,
                            key_serializer="raw", value_serializer="raw",
                            partitions=settings.topic_partitions)
