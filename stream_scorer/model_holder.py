@@ -59,6 +59,26 @@ class ActiveModel:
                 "bundle_bytes": self.bundle.size_bytes}
 
 
+#: Seconds after a swap before the heap is trimmed: the batches in flight have released the old model.
+TRIM_AFTER_S = 5.0
+
+
+def trim_heap() -> None:
+    """Return freed C-heap memory to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    A bundle is loaded in a worker thread, so its arrays live in that thread's malloc arena;
+    glibc keeps an arena's freed pages by default, and a replica's RSS grew by about 280 MB over
+    50 reloads of a 37 MB bundle in the benchmark without this."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def load_verified(path: Path, manifest_sha256: str | None, nthreads: int,
                   eif_evaluator: str = "compiled") -> LoadedBundle:
     """Blocking: verify checksums, load every member, smoke-score. Runs in a thread."""
@@ -185,7 +205,9 @@ class ModelHolder:
         log.info("reload: %s %s -> %s in %.3fs (%s%s)", self.model_name,
                  previous.version if previous else "none", bundle.version, elapsed, source,
                  ", rollback" if rollback else "")
-        # The old bundle is freed by reference counting as soon as the agent's batch that
-        # still uses it ends (no explicit gc.collect(): a full collection pauses scoring).
+        # The old bundle is freed by reference counting as soon as the agent's batches that
+        # still use it end (no explicit gc.collect(): a full collection pauses scoring); then
+        # the C heap is asked to give the freed pages back (see ``trim_heap``).
         del previous
+        loop.call_later(TRIM_AFTER_S, lambda: loop.run_in_executor(None, trim_heap))
         return "activated"

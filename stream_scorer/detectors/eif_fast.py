@@ -173,8 +173,13 @@ def _find_ext_model_start(data: bytes, pos: int) -> int:
     raise ValueError("could not locate the extended model in the isotree serialisation")
 
 
+_NODE_FIXED = 120  # 5 doubles (split, score, range_low, range_high, remainder) + 10 size_t
+
+
 def _walk(data: bytes, start: int, n_enums: int):
-    """Parse the ExtIsoForest section; return (trees, end offset)."""
+    """Scan the ExtIsoForest section: per node only its offset and its 10 size_t fields (the
+    arrays are gathered later with numpy). Returns ((exp_avg_depth, tree sizes, offsets,
+    size_t fields), end offset)."""
     pos = start + n_enums
     exp_avg_depth, _exp_avg_sep = struct.unpack_from("<dd", data, pos)
     pos += 16
@@ -182,96 +187,109 @@ def _walk(data: bytes, start: int, n_enums: int):
     pos += 16
     if not (0 < ntrees < 1_000_000) or not (exp_avg_depth > 0):
         raise ValueError("implausible header")
-    trees = []
+    sizes: list[int] = []
+    offsets: list[int] = []
+    fields: list[tuple[int, ...]] = []
     unpack = struct.unpack_from
+    add_off, add_fields = offsets.append, fields.append
+    end = len(data)
     for _ in range(ntrees):
         (n_nodes,) = unpack("<Q", data, pos)
         pos += 8
         if n_nodes > 100_000_000:
             raise ValueError("implausible tree size")
-        nodes = []
+        sizes.append(n_nodes)
         for _ in range(n_nodes):
-            split, score, rlow, rhigh, _rem = unpack("<5d", data, pos)
-            pos += 40
-            left, right, n_col, n_type, n_coef, n_mean, n_catc, n_chosen, n_fill, n_fnew = unpack("<10Q", data, pos)
-            pos += 80
-            if n_catc or n_chosen or n_fnew:
-                raise ValueError("categorical splits are not supported")
-            cols = unpack(f"<{n_col}Q", data, pos) if n_col else ()
-            pos += 8 * n_col
-            types = data[pos:pos + n_type]
-            pos += n_type
-            coef = unpack(f"<{n_coef}d", data, pos) if n_coef else ()
-            pos += 8 * n_coef
-            mean = unpack(f"<{n_mean}d", data, pos) if n_mean else ()
-            pos += 8 * n_mean
-            fill = unpack(f"<{n_fill}d", data, pos) if n_fill else ()
-            pos += 8 * n_fill
-            if n_col != n_coef or (n_mean and n_mean != n_col):
-                raise ValueError("inconsistent node")
-            nodes.append((split, score, rlow, rhigh, left, right, cols, types, coef, mean, fill))
-        trees.append(nodes)
-    return (exp_avg_depth, trees), pos
+            f = unpack("<10Q", data, pos + 40)
+            add_off(pos)
+            add_fields(f)
+            # cols (size_t), col types (1 byte each), coef, mean, cat coef, chosen cat, fill, fill new
+            pos += _NODE_FIXED + 8 * f[2] + f[3] + 8 * (f[4] + f[5] + f[6]) + 8 * f[7] + 8 * (f[8] + f[9])
+            if pos > end:
+                raise ValueError("truncated model")
+    return (exp_avg_depth, sizes, offsets, fields), pos
+
+
+def _gather(raw: np.ndarray, offsets: np.ndarray, dtype: str) -> np.ndarray:
+    """The 8-byte values at ``offsets`` (any alignment) of the byte buffer ``raw``."""
+    idx = offsets[:, None] + np.arange(8)
+    return np.ascontiguousarray(raw[idx]).view(dtype)[:, 0]
 
 
 def _parse_ext_model(data: bytes, pos: int, n_features: int | None) -> FastEIF:
     last_err: Exception | None = None
     for n_enums in (5, 4, 3):
         try:
-            (exp_avg_depth, trees), _ = _walk(data, pos, n_enums)
+            (exp_avg_depth, sizes, offsets, fields), _ = _walk(data, pos, n_enums)
             break
         except (struct.error, ValueError, IndexError) as exc:
             last_err = exc
     else:
         raise ValueError(f"could not parse the extended model: {last_err}")
-    k = max((len(nd[6]) for tree in trees for nd in tree), default=1)
-    total = sum(len(t) for t in trees)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    off = np.asarray(offsets, dtype=np.int64)
+    q = np.asarray(fields, dtype=np.int64).reshape(len(offsets), 10)
+    local_left, local_right, n_col, n_type, n_coef, n_mean, n_catc, n_chosen, n_fill, n_fnew = q.T
+    if n_catc.any() or n_chosen.any() or n_fnew.any():
+        raise ValueError("categorical splits are not supported")
+    if (n_col != n_coef).any() or ((n_mean != 0) & (n_mean != n_col)).any() or ((n_fill != 0) & (n_fill != n_col)).any():
+        raise ValueError("inconsistent node")
+    total = len(off)
+    split = _gather(raw, off, "<f8")
+    score = _gather(raw, off + 8, "<f8")
+    rlow, rhigh = _gather(raw, off + 16, "<f8"), _gather(raw, off + 24, "<f8")
+    leaf = score > 0  # isotree: a leaf has score > 0
+    internal = ~leaf
+    if (internal & (np.isfinite(rlow) | np.isfinite(rhigh))).any():
+        raise ValueError("range penalties (penalize_range=True) are not supported")
+    if (internal & (n_col == 0)).any():
+        raise ValueError("internal node without terms")
+    k = int(n_col.max()) if total else 1
+    k = max(k, 1)
     cols = np.zeros((total, k), dtype=np.int64)
     coef = np.zeros((total, k), dtype=np.float64)
     mean = np.zeros((total, k), dtype=np.float64)
     fill = np.zeros((total, k), dtype=np.float64)
-    split = np.full(total, np.inf)
-    left = np.arange(total, dtype=np.int64)
-    right = np.arange(total, dtype=np.int64)
-    score = np.zeros(total, dtype=np.float64)
-    roots = np.zeros(len(trees), dtype=np.int64)
-    max_depth = 0
-    g = 0
-    for t, tree in enumerate(trees):
-        roots[t] = g
-        depth = np.zeros(len(tree), dtype=np.int64)
-        for i, (sp, sc, rlow, rhigh, lf, rt, cc, _types, cf, mn, fl) in enumerate(tree):
-            gid = g + i
-            if sc > 0:  # leaf (isotree: score > 0)
-                score[gid] = sc
-                continue
-            if np.isfinite(rlow) or np.isfinite(rhigh):
-                raise ValueError("range penalties (penalize_range=True) are not supported")
-            m = len(cc)
-            if m == 0:
-                raise ValueError("internal node without terms")
-            cols[gid, :m] = cc
-            coef[gid, :m] = cf
-            mean[gid, :m] = mn if mn else 0.0
-            if fl:
-                fill[gid, :m] = fl
-            split[gid] = sp
-            left[gid] = g + lf
-            right[gid] = g + rt
-        stack = [(0, 0)]  # depth of every node from the root (no assumption on node order)
-        while stack:
-            i, d = stack.pop()
-            depth[i] = d
-            if tree[i][1] <= 0:
-                stack.append((tree[i][4], d + 1))
-                stack.append((tree[i][5], d + 1))
-        max_depth = max(max_depth, int(depth.max()) if len(depth) else 0)
-        g += len(tree)
+    base = off + _NODE_FIXED
+    coef_at = base + 8 * n_col + n_type
+    mean_at = coef_at + 8 * n_coef
+    fill_at = mean_at + 8 * n_mean  # no categorical parts (checked above)
+    for j in range(k):
+        has = internal & (n_col > j)
+        if not has.any():
+            continue
+        rows = np.nonzero(has)[0]
+        cols[rows, j] = _gather(raw, base[rows] + 8 * j, "<u8").astype(np.int64)
+        coef[rows, j] = _gather(raw, coef_at[rows] + 8 * j, "<f8")
+        with_mean = rows[n_mean[rows] > 0]
+        mean[with_mean, j] = _gather(raw, mean_at[with_mean] + 8 * j, "<f8")
+        with_fill = rows[n_fill[rows] > 0]
+        fill[with_fill, j] = _gather(raw, fill_at[with_fill] + 8 * j, "<f8")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    tree_of = np.repeat(np.arange(len(sizes)), sizes)
+    gbase = starts[tree_of]
+    ids = np.arange(total, dtype=np.int64)
+    left = np.where(leaf, ids, gbase + local_left)
+    right = np.where(leaf, ids, gbase + local_right)
+    if ((left < 0) | (left >= total) | (right < 0) | (right >= total)).any():
+        raise ValueError("child index outside its tree")
+    split = np.where(leaf, np.inf, split)
+    score = np.where(leaf, score, 0.0)
+    # depth of the deepest leaf, level by level over all trees at once
+    max_depth, frontier = 0, starts.copy()
+    while True:
+        frontier = frontier[internal[frontier]]
+        if not len(frontier):
+            break
+        max_depth += 1
+        if max_depth > 10_000:
+            raise ValueError("a tree has a cycle")
+        frontier = np.concatenate([left[frontier], right[frontier]])
     nf = int(cols.max()) + 1 if total else 0
     if n_features is not None:
         if nf > n_features:
             raise ValueError(f"forest uses column {nf - 1} but only {n_features} features were given")
         nf = n_features
     return FastEIF(cols=cols, coef=coef, mean=mean, fill=fill, split=split, left=left, right=right,
-                   score=score, roots=roots, max_depth=max_depth, exp_avg_depth=float(exp_avg_depth),
+                   score=score, roots=starts, max_depth=max_depth, exp_avg_depth=float(exp_avg_depth),
                    n_features=nf)
