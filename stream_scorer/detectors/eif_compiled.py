@@ -22,23 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
-
+from ._numba import jit
 from .eif_fast import FastEIF
 
 _BLOCK_ROWS = 128  #: rows walked together through one tree (keeps that tree's nodes hot in cache)
 
 
-def _jit(fn):
-    """Compile lazily (at first call), caching the machine code on disk when a cache directory
-    is writable (``NUMBA_CACHE_DIR`` or next to this module); without one, compile per process."""
-    try:
-        return njit(nogil=True, cache=True, fastmath=False, boundscheck=False)(fn)
-    except RuntimeError:  # numba: no writable cache locator
-        return njit(nogil=True, cache=False, fastmath=False, boundscheck=False)(fn)
-
-
-@_jit
+@jit
 def _depth_sums(X, fnode, inode, roots, leaf, k, out):  # pragma: no cover - compiled
     n = X.shape[0]
     ntrees = roots.shape[0]
