@@ -136,6 +136,7 @@ class ParsedWork:
     """A batch between the parse and the score stage, with the model it was parsed for."""
 
     events: list[EventT]
+    values: list[bytes | None]      #: the events' message values, in order
     model: ActiveModel
     parsed: ParsedBatch | None      #: None when parsing itself failed (see ``error``)
     error: str | None = None
@@ -155,17 +156,16 @@ async def parse_stage(batcher: Batcher[EventT], queue: asyncio.Queue[ParsedWork 
         values = [e.message.value for e in events]
         try:
             parsed = await loop.run_in_executor(_PARSE_POOL, parse_batch, values, model.bundle.ensemble.features)
-            work = ParsedWork(events, model, parsed)
+            work = ParsedWork(events, values, model, parsed)
         except Exception as exc:  # a parser bug must not stall the partition or lose the batch
             log.exception("parsing failed for a batch of %d messages", len(values))
-            work = ParsedWork(events, model, None, f"parsing failed: {exc!r}"[:500])
+            work = ParsedWork(events, values, model, None, f"parsing failed: {exc!r}"[:500])
         await queue.put(work)
 
 
 async def score_batch(work: ParsedWork) -> tuple[BatchOutput, list[Output]]:
     """Score one parsed batch (scoring thread); return it and the records to produce."""
-    events, model = work.events, work.model
-    values = [e.message.value for e in events]
+    events, values, model = work.events, work.values, work.model
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     if work.parsed is None:

@@ -36,6 +36,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -242,15 +243,21 @@ def _start_rig(bootstrap: str, base: Path) -> Rig:
     return Rig(bootstrap, env, worker, info.version, producer)
 
 
-@pytest.fixture(scope="module")
-def rig(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    r = _start_rig(kafka_bootstrap, tmp_path_factory.mktemp("fuzz"))
+@contextmanager
+def _running_rig(bootstrap: str, base: Path, stop_timeout: float = 20.0) -> Iterator[Rig]:
+    r = _start_rig(bootstrap, base)
     try:
         yield r
     finally:
-        r.worker.stop()
+        r.worker.stop(timeout=stop_timeout)
         r.scores.close()
         r.dlq.close()
+
+
+@pytest.fixture(scope="module")
+def rig(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    with _running_rig(kafka_bootstrap, tmp_path_factory.mktemp("fuzz")) as r:
+        yield r
 
 
 # --- strategies ----------------------------------------------------------------------------
@@ -490,13 +497,9 @@ def test_after_all_that_the_worker_is_healthy_and_produced_nothing_extra(rig: Ri
 
 @pytest.fixture(scope="module")
 def bug_rig(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    r = _start_rig(kafka_bootstrap, tmp_path_factory.mktemp("fuzz-bugs"))
-    try:
+    # a short stop: after an agent crash its unacked batch blocks a clean stop
+    with _running_rig(kafka_bootstrap, tmp_path_factory.mktemp("fuzz-bugs"), stop_timeout=5) as r:
         yield r
-    finally:
-        r.worker.stop(timeout=5)  # after an agent crash its unacked batch blocks a clean stop
-        r.scores.close()
-        r.dlq.close()
 
 
 def _crashes(rig: Rig) -> int:

@@ -11,25 +11,36 @@ from stream_scorer.detectors.eif_compiled import CompiledEIF
 from stream_scorer.detectors.eif_fast import FastEIF
 
 
-@pytest.mark.parametrize("ntrees,sample_size,ndim,cols", [(300, "auto", 3, 40), (100, 256, 3, 9), (50, 256, 2, 3)])
-def test_same_scores_as_isotree(ntrees, sample_size, ndim, cols) -> None:
+def _forest(ntrees, sample_size, ndim, cols, n_test):
+    """A fitted extended forest and test rows: half its training rows, half far outside."""
     rng = np.random.default_rng(ntrees + cols)
     X = rng.normal(size=(3000, cols)) * rng.uniform(0.1, 50, size=cols)
     m = IsolationForest(ntrees=ntrees, ndim=ndim, sample_size=sample_size, missing_action="impute",
                         nthreads=1, random_seed=1).fit(X)
+    return m, np.vstack([X[:500], rng.normal(size=(n_test, cols)) * 100])
+
+
+def _forest_with_missing_rows():
+    """A forest and rows where 20 % of the cells are NaN (one +inf)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(2000, 6))
+    m = IsolationForest(ntrees=40, ndim=3, sample_size=256, missing_action="impute", nthreads=1, random_seed=1).fit(X)
+    Xt = X[:300].copy()
+    Xt[rng.random(Xt.shape) < 0.2] = np.nan
+    Xt[0, 0] = np.inf
+    return m, Xt
+
+
+@pytest.mark.parametrize("ntrees,sample_size,ndim,cols", [(300, "auto", 3, 40), (100, 256, 3, 9), (50, 256, 2, 3)])
+def test_same_scores_as_isotree(ntrees, sample_size, ndim, cols) -> None:
+    m, Xt = _forest(ntrees, sample_size, ndim, cols, 500)
     fast = FastEIF.from_model(m, cols)
-    Xt = np.vstack([X[:500], rng.normal(size=(500, cols)) * 100])
     assert np.max(np.abs(fast.predict(Xt) - m.predict(Xt))) <= 1e-9
 
 
 def test_missing_values_take_the_fill_value() -> None:
-    rng = np.random.default_rng(3)
-    X = rng.normal(size=(2000, 6))
-    m = IsolationForest(ntrees=40, ndim=3, sample_size=256, missing_action="impute", nthreads=1, random_seed=1).fit(X)
-    fast = FastEIF.from_model(m, 6)
-    Xt = X[:300].copy()
-    Xt[rng.random(Xt.shape) < 0.2] = np.nan
-    assert np.max(np.abs(fast.predict(Xt) - m.predict(Xt))) <= 1e-9
+    m, Xt = _forest_with_missing_rows()
+    assert np.max(np.abs(FastEIF.from_model(m, 6).predict(Xt) - m.predict(Xt))) <= 1e-9
 
 
 def test_refuses_a_single_variable_forest() -> None:
@@ -43,12 +54,8 @@ def test_refuses_a_single_variable_forest() -> None:
 
 @pytest.mark.parametrize("ntrees,sample_size,ndim,cols", [(300, "auto", 3, 40), (100, 256, 3, 9), (50, 256, 2, 3), (30, 128, 5, 5)])
 def test_compiled_gives_isotrees_scores(ntrees, sample_size, ndim, cols) -> None:
-    rng = np.random.default_rng(ntrees + cols)
-    X = rng.normal(size=(3000, cols)) * rng.uniform(0.1, 50, size=cols)
-    m = IsolationForest(ntrees=ntrees, ndim=ndim, sample_size=sample_size, missing_action="impute",
-                        nthreads=1, random_seed=1).fit(X)
+    m, Xt = _forest(ntrees, sample_size, ndim, cols, 777)
     compiled = CompiledEIF.from_model(m, cols)
-    Xt = np.vstack([X[:500], rng.normal(size=(777, cols)) * 100])
     assert np.max(np.abs(compiled.predict(Xt) - m.predict(Xt))) <= 1e-9
     compiled.nthreads = 2  # the row split across threads changes nothing
     assert np.max(np.abs(compiled.predict(Xt) - m.predict(Xt))) <= 1e-9
@@ -56,12 +63,7 @@ def test_compiled_gives_isotrees_scores(ntrees, sample_size, ndim, cols) -> None
 
 
 def test_compiled_takes_the_fill_value_for_missing_terms() -> None:
-    rng = np.random.default_rng(3)
-    X = rng.normal(size=(2000, 6))
-    m = IsolationForest(ntrees=40, ndim=3, sample_size=256, missing_action="impute", nthreads=1, random_seed=1).fit(X)
-    Xt = X[:300].copy()
-    Xt[rng.random(Xt.shape) < 0.2] = np.nan
-    Xt[0, 0] = np.inf
+    m, Xt = _forest_with_missing_rows()
     assert np.max(np.abs(CompiledEIF.from_model(m, 6).predict(Xt) - m.predict(Xt))) <= 1e-9
 
 
