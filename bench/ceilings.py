@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import Proc, create_topics, log, produce_all
+from .common import CpuWindow, Proc, create_topics, log, produce_all
 
 
 async def _aiokafka_consume(bootstrap: str, topic: str, n: int, timeout: float) -> dict[str, Any]:
@@ -62,13 +62,17 @@ def framework_ceiling(bootstrap: str, topic: str, n: int, workdir: Path, suffix:
     p.start()
     try:
         cpu0 = p.cpu_seconds()
+        p.wait_http("/count", lambda s, b: s == 200 and b.get("count", 0) >= n // 10, timeout=240)
+        window = CpuWindow([p])
+        p.wait_http("/count", lambda s, b: s == 200 and b.get("count", 0) >= 9 * n // 10, timeout=240)
+        cores = window.cores()
         body = p.wait_http("/count", lambda s, b: s == 200 and b.get("count", 0) >= n, timeout=240)
         # wait a moment for the last timestamp to settle
         cpu = p.cpu_seconds() - cpu0
         secs = body["last"] - body["first"]
         return {"messages": body["count"], "seconds": secs,
                 "msgs_per_s": (body["count"] - 1) / secs if secs > 0 else None,
-                "cpu_s": cpu, "rss_mb": p.rss() / 2**20}
+                "cpu_s": cpu, "rss_mb": p.rss() / 2**20, "cores": cores}
     finally:
         p.stop()
 

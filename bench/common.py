@@ -29,6 +29,54 @@ FAST_GROUP_ENV = {"KAFKA_SESSION_TIMEOUT_S": "6", "KAFKA_HEARTBEAT_S": "1", "KAF
 PARTITIONS = 4
 
 
+#: The embedded broker's pid when the bench started one (its CPU is reported next to ours).
+BROKER_PID: int | None = None
+
+
+class CpuWindow:
+    """Where the box's CPU went over a measurement: all cores busy (``box_cores``, from
+    ``/proc/stat``: user+system+irq), the broker, the processes under test and this process
+    (load generator + score counter). On a shared box this says whether a rate is bounded by the
+    process measured or by the cores left to it."""
+
+    def __init__(self, procs: Iterable["Proc"] = ()) -> None:
+        self.procs = list(procs)
+        self._t0 = time.perf_counter()
+        self._box0 = self._box()
+        self._broker0 = self._broker()
+        self._procs0 = sum(p.cpu_seconds() for p in self.procs)
+        self._self0 = self._self()
+
+    @staticmethod
+    def _box() -> float:
+        t = psutil.cpu_times()
+        return t.user + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + getattr(t, "nice", 0.0)
+
+    @staticmethod
+    def _broker() -> float:
+        if BROKER_PID is None:
+            return 0.0
+        try:
+            t = psutil.Process(BROKER_PID).cpu_times()
+            return t.user + t.system
+        except psutil.Error:
+            return 0.0
+
+    @staticmethod
+    def _self() -> float:
+        t = psutil.Process().cpu_times()
+        return t.user + t.system
+
+    def cores(self) -> dict[str, float]:
+        """Average cores busy since construction, per party (``box`` is everything)."""
+        el = max(time.perf_counter() - self._t0, 1e-9)
+        return {"box": round((self._box() - self._box0) / el, 2),
+                "broker": round((self._broker() - self._broker0) / el, 2) if BROKER_PID else None,
+                "measured": round((sum(p.cpu_seconds() for p in self.procs) - self._procs0) / el, 2),
+                "bench": round((self._self() - self._self0) / el, 2),
+                "of": psutil.cpu_count()}
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -205,9 +253,15 @@ def produce_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]])
     return time.perf_counter() - t0
 
 
+#: The score counter's fetch wait. A broker that holds a fetch until this expires (Tansu does)
+#: adds up to this much to a measured latency; lower costs the shared cores more idle fetches.
+COUNTER_FETCH_WAIT_MS = 5
+
+
 class Counter:
     """Counts messages of a topic from the beginning (confluent-kafka, no commits) in a thread;
-    records arrival times, keys and headers when asked."""
+    records arrival times, keys and headers when asked, and each message's producer timestamp
+    (``created``: when the worker produced it, ms resolution) by key."""
 
     def __init__(self, bootstrap: str, topic: str, keep: bool = False) -> None:
         from confluent_kafka import Consumer
@@ -216,7 +270,7 @@ class Counter:
         self.keep = keep
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-count-{topic}-{time.time()}",
                                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                                  "fetch.wait.max.ms": 10, "fetch.min.bytes": 1})
+                                  "fetch.wait.max.ms": COUNTER_FETCH_WAIT_MS, "fetch.min.bytes": 1})
         # Assigned from the beginning, not subscribed: a group join would add ~20 s to the
         # first measurement.
         from confluent_kafka import TopicPartition
@@ -231,6 +285,7 @@ class Counter:
         self.consumer.assign([TopicPartition(topic, p, -2) for p in parts])
         self.count = 0
         self.arrivals: list[tuple[float, bytes | None, str | None]] = []  # (time, key, model-version)
+        self.created: dict[bytes | None, float] = {}
         self.first_t: float | None = None
         self.last_t: float | None = None
         self._stop = threading.Event()
@@ -239,7 +294,12 @@ class Counter:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            msgs = self.consumer.consume(5000, 0.02)
+            # What is already fetched, else wait for the next message only: ``consume(n, t)``
+            # would wait for n messages or t, adding up to t to every arrival time.
+            msgs = self.consumer.consume(5000, 0)
+            if not msgs:
+                first = self.consumer.poll(0.05)
+                msgs = [first] if first is not None else []
             now = time.time()
             for m in msgs:
                 if m.error() is not None:
@@ -254,6 +314,7 @@ class Counter:
                         if k == "model-version":
                             ver = (v or b"").decode()
                     self.arrivals.append((now, m.key(), ver))
+                    self.created[m.key()] = m.timestamp()[1] / 1000.0
 
     def wait_count(self, n: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

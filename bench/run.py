@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
 
             broker = TansuBroker(free_port(), log_path=work / "tansu.log").start()
             bootstrap = broker.bootstrap
+            from . import common
+
+            common.BROKER_PID = broker.proc.pid
         results["broker"] = "external " + bootstrap if broker is None else "embedded Tansu (memory storage)"
         log(f"broker {bootstrap}; work dir {work}")
         store, infos, traffic = train_bundle(work / "models", 8000 if quick else 20000)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (Counter, Proc, create_topics, log, percentile, produce_all, producer, records_messages,
+from .common import (Counter, CpuWindow, Proc, create_topics, log, percentile, produce_all, producer, records_messages,
                      scorer_worker, topic_env, wait_partitions)
 
 
@@ -78,8 +78,10 @@ def throughput(s: Session, records: list[dict], shapes: tuple[int, ...], timeout
         # CPU between 10 % and 90 % of the scores: the steady state, without start-up.
         s.counter.wait_count(start_count + len(records) // 10, timeout)
         cpu0, c0 = s.cpu(), s.counter.count
+        window = CpuWindow(s.workers)
         s.counter.wait_count(start_count + 9 * len(records) // 10, timeout)
         cpu, c1 = s.cpu() - cpu0, s.counter.count
+        cores = window.cores()
         done = s.counter.wait_count(start_count + len(records), timeout)
         el = time.perf_counter() - t0
         got = s.counter.count - start_count
@@ -87,9 +89,9 @@ def throughput(s: Session, records: list[dict], shapes: tuple[int, ...], timeout
         row = {"records_per_s_steady": steady, "workers": s.n_workers, "records_per_message": per, "records": len(records), "messages": len(msgs),
                "complete": done, "scored": got, "seconds": el, "produce_seconds": produce_s,
                "records_per_s": got / el, "cpu_s_per_record": cpu / max(c1 - c0, 1),
-               "cpu_utilisation": cpu * (steady or 0) / max(c1 - c0, 1), "rss_mb": s.rss_mb()}
+               "cpu_utilisation": cpu * (steady or 0) / max(c1 - c0, 1), "rss_mb": s.rss_mb(), "cores": cores}
         log(f"  throughput {s.n_workers}w x{per}: {row['records_per_s']:.0f} rec/s (steady {steady or 0:.0f}), "
-            f"{row['cpu_s_per_record'] * 1e6:.0f} us CPU/rec, RSS {row['rss_mb']}")
+            f"{row['cpu_s_per_record'] * 1e6:.0f} us CPU/rec, RSS {row['rss_mb']}, cores {cores}")
         out.append(row)
         time.sleep(1.0)
     wait_partitions(s.workers)
@@ -151,7 +153,9 @@ def latency(s: Session, records: list[dict], max_rate: float, fractions: tuple[f
         msgs = records_messages(recs, 1, key_prefix=f"lat{frac}-")
         sent: dict[bytes, float] = {}
         arrivals_before = len(s.counter.arrivals)
+        window = CpuWindow(s.workers)
         achieved = _open_loop(s.bootstrap, s.features, msgs, rate, sent)
+        cores = window.cores()
         s.counter.wait_count(s.counter.count + 0, 0)  # no-op: keep order
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -164,11 +168,18 @@ def latency(s: Session, records: list[dict], max_rate: float, fractions: tuple[f
             if k in sent and k not in lat:
                 lat[k] = (t - sent[k]) * 1000.0
         vals = list(lat.values())
+        # Where it went: stamp -> the worker produced the score record (its Kafka timestamp, ms
+        # resolution: fetch, batch wait, parse, score), then -> readable (linger, broker, fetch).
+        in_worker = [(s.counter.created[k] - sent[k]) * 1000.0 for k in lat if k in s.counter.created]
+        to_read = [(lat[k] - (s.counter.created[k] - sent[k]) * 1000.0) for k in lat if k in s.counter.created]
         row = {"fraction_of_max": frac, "target_rate": rate, "achieved_rate": achieved, "records": n,
                "received": len(vals), "p50_ms": percentile(vals, 50), "p95_ms": percentile(vals, 95),
-               "p99_ms": percentile(vals, 99), "max_ms": max(vals) if vals else None}
+               "p99_ms": percentile(vals, 99), "max_ms": max(vals) if vals else None, "cores": cores,
+               "to_worker_produce_ms": {q: percentile(in_worker, q) for q in (50, 99)},
+               "produce_to_readable_ms": {q: percentile(to_read, q) for q in (50, 99)}}
         log(f"  latency {int(frac * 100)}% ({rate:.0f}/s): p50 {row['p50_ms']:.1f} p95 {row['p95_ms']:.1f} "
-            f"p99 {row['p99_ms']:.1f} ms ({len(vals)}/{n})")
+            f"p99 {row['p99_ms']:.1f} ms ({len(vals)}/{n}); in worker {row['to_worker_produce_ms']}, "
+            f"to readable {row['produce_to_readable_ms']}; cores {cores}")
         out.append(row)
         time.sleep(1.0)
     return out

@@ -174,6 +174,9 @@ class Settings:
     kafka_session_timeout_s: float = _setting("KAFKA_SESSION_TIMEOUT_S", 30.0, _float_in(1.0, 3600.0), "consumer group session timeout")
     kafka_heartbeat_s: float = _setting("KAFKA_HEARTBEAT_S", 3.0, _float_in(0.1, 600.0), "consumer group heartbeat interval")
     kafka_rebalance_timeout_s: float = _setting("KAFKA_REBALANCE_TIMEOUT_S", 60.0, _float_in(1.0, 3600.0), "consumer group rebalance timeout")
+    kafka_fetch_max_wait_ms: int = _setting(
+        "KAFKA_FETCH_MAX_WAIT_MS", 0, _int_in(0, 60_000),
+        "longest the broker may hold a fetch waiting for data (ms); 0 = half the batch wait")
     # Kafka security, passed to both the Faust transport and confluent-kafka.
     kafka_security_protocol: str = _setting(
         "KAFKA_SECURITY_PROTOCOL", "plaintext", _choice("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"), "Kafka security protocol")

@@ -260,3 +260,20 @@ def test_help_documents_variable_and_default():
     text = parser.format_help()
     for env in CONTRACT:
         assert env in text and flag_of(env) in text
+
+
+def test_fetch_wait_defaults_to_half_the_batch_wait_and_can_be_set(tmp_path, monkeypatch) -> None:
+    """The broker may hold a fetch this long: short by default (latency on brokers that hold
+    it), Kafka's 500 ms when an operator says so (no idle fetch load on Apache Kafka)."""
+    from stream_scorer import faust_tuning
+
+    monkeypatch.chdir(tmp_path)  # app_settings creates Faust's data directory
+    monkeypatch.setitem(faust_tuning._patched, "ms", faust_tuning._patched.get("ms", 1))  # restored after
+    default = load_settings({"SCORER_BATCH_WAIT_MS": "20"})
+    faust_tuning.app_settings(default, "t", web_port=1, batch_max=10, batch_wait_ms=default.scorer_batch_wait_ms)
+    assert faust_tuning._patched["ms"] == 10
+    chosen = load_settings({"SCORER_BATCH_WAIT_MS": "20", "KAFKA_FETCH_MAX_WAIT_MS": "500"})
+    faust_tuning.app_settings(chosen, "t", web_port=1, batch_max=10, batch_wait_ms=chosen.scorer_batch_wait_ms)
+    assert faust_tuning._patched["ms"] == 500
+    with pytest.raises(ConfigError, match="KAFKA_FETCH_MAX_WAIT_MS"):
+        load_settings({"KAFKA_FETCH_MAX_WAIT_MS": "-1"})
