@@ -111,7 +111,9 @@ def model_ceiling(bundle_path: Path, records: list[dict], quick: bool) -> dict[s
     out["eif_rows_per_s"] = _rate(ens.eif.score, X, 1000, mt)
     out["eif_isotree_rows_per_s"] = _rate(ens.eif.model_.predict, X, 1000, mt)
     if ens.ae is not None:
+        out["ae_evaluator"] = ens.ae.evaluator
         out["ae_rows_per_s"] = _rate(ens.ae.score, X, 1000, mt)
+        out["ae_torch_rows_per_s"] = _rate(lambda x: ens.ae._errors(ens.ae._scale(x)), X, 1000, mt)
     if ens.xgb is not None:
         out["xgb_rows_per_s"] = _rate(ens.xgb.score, X, 1000, mt)
     out["combined_rows_per_s"] = _rate(ens.score, X, 1000, mt)

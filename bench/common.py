@@ -147,6 +147,22 @@ class Proc:
             except ValueError:
                 return exc.code, {}
 
+    def stage_totals(self) -> dict[str, tuple[float, float]]:
+        """(sum, count) of the worker's ``ja4_stage_seconds`` per stage and of ``ja4_batch_records``
+        (key ``records``), read from ``/metrics``: differences of two readings give the mean time
+        a batch spent in each stage over a measurement."""
+        import re
+
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        out: dict[str, list[float]] = {}
+        for line in text.splitlines():
+            m = re.match(r'^(ja4_stage_seconds|ja4_batch_records)_(sum|count)(?:\{stage="(\w+)"\})? (\S+)$', line)
+            if m:
+                key = m.group(3) or "records"
+                out.setdefault(key, [0.0, 0.0])[0 if m.group(2) == "sum" else 1] = float(m.group(4))
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
     def wait_http(self, path: str, ok: Callable[[int, dict], bool], timeout: float = 90.0) -> dict:
         deadline = time.monotonic() + timeout
         last: Any = None

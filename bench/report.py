@@ -59,6 +59,23 @@ def _f(x: Any, nd: int = 0) -> str:
     return str(x)
 
 
+def _cores(c: dict | None) -> str:
+    """Where the box's cores went during a measurement (see ``common.CpuWindow``)."""
+    if not c:
+        return ""
+    return (f"; cores busy {c['box']}/{c['of']}: broker {_f(c.get('broker'), 2)}, measured {c['measured']}, "
+            f"bench {c['bench']}")
+
+
+def _split(r: dict) -> str:
+    w, t = r.get("to_worker_produce_ms") or {}, r.get("produce_to_readable_ms") or {}
+    if not w:
+        return ""
+    g = lambda d, q: d.get(q, d.get(str(q)))  # noqa: E731 - JSON keys are strings
+    return (f"; p50/p99 stamp->worker produced {_f(g(w, 50), 1)}/{_f(g(w, 99), 1)} ms, "
+            f"->readable {_f(g(t, 50), 1)}/{_f(g(t, 99), 1)} ms")
+
+
 def render_table(res: dict) -> str:
     L: list[str] = []
     m = res.get("machine", {})
@@ -69,9 +86,9 @@ def render_table(res: dict) -> str:
     if c:
         L.append("\n-- ceilings --")
         L.append(f"transport  raw aiokafka         {_f(_g(c, 'transport', 'msgs_per_s'))} msgs/s")
-        L.append(f"framework  Faust counting agent {_f(_g(c, 'framework', 'msgs_per_s'))} msgs/s")
+        L.append(f"framework  Faust counting agent {_f(_g(c, 'framework', 'msgs_per_s'))} msgs/s{_cores(_g(c, 'framework', 'cores'))}")
         mm = c.get("model") or {}
-        for k in ("eif_rows_per_s", "ae_rows_per_s", "xgb_rows_per_s", "combined_rows_per_s",
+        for k in ("eif_rows_per_s", "ae_rows_per_s", "ae_torch_rows_per_s", "xgb_rows_per_s", "combined_rows_per_s",
                   "combined_rows_per_s_2threads", "parse_rows_per_s", "score_values_1rec_msgs_rows_per_s",
                   "score_values_env1000_rows_per_s", "eif_isotree_rows_per_s", "eif_fast_rows_per_s"):
             if k in mm:
@@ -82,19 +99,19 @@ def render_table(res: dict) -> str:
             L.append(f"model      EIF evaluator in the bundle:      {mm['eif_evaluator']}")
     if res.get("throughput"):
         L.append("\n-- scorer throughput (workers drain a pre-produced backlog; rec/s = restart -> last score, steady = 10 % -> 90 % of the scores) --")
-        L.append(f"{'workers':>7} {'rec/msg':>7} {'records':>8} {'rec/s':>9} {'steady':>9} {'CPU us/rec':>10} {'CPU util':>8}  RSS MB")
+        L.append(f"{'workers':>7} {'rec/msg':>7} {'records':>8} {'rec/s':>9} {'steady':>9} {'CPU us/rec':>10} {'CPU util':>8}  RSS MB; cores busy (10 % -> 90 %)")
         for r in res["throughput"]:
             L.append(f"{r['workers']:>7} {r['records_per_message']:>7} {r['scored']:>8} {r['records_per_s']:>9,.0f} "
                      f"{_f(r.get('records_per_s_steady')):>9} "
                      f"{r['cpu_s_per_record'] * 1e6:>10,.0f} {r['cpu_utilisation']:>8.2f}  {r['rss_mb']}"
-                     + ("" if r["complete"] else "  INCOMPLETE"))
+                     + _cores(r.get("cores")) + ("" if r["complete"] else "  INCOMPLETE"))
     if res.get("latency"):
         L.append(f"\n-- latency, 1 worker, 1 record/message, open loop (batch wait {res['batch_wait_ms']} ms) --")
         L.append(f"{'load':>5} {'rate/s':>8} {'achieved':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} recv")
         for r in res["latency"]:
             L.append(f"{int(r['fraction_of_max'] * 100):>4}% {r['target_rate']:>8,.0f} {r['achieved_rate']:>8,.0f} "
                      f"{_f(r['p50_ms'], 1):>8} {_f(r['p95_ms'], 1):>8} {_f(r['p99_ms'], 1):>8} {_f(r['max_ms'], 1):>8} "
-                     f"{r['received']}/{r['records']}")
+                     f"{r['received']}/{r['records']}" + _split(r) + _cores(r.get("cores")))
     rl, rm, b = res.get("reload"), res.get("reload_memory"), res.get("bundle")
     if rl or rm or b:
         L.append("\n-- hot reload --")

@@ -57,6 +57,17 @@ class Session:
         return [round(w.rss() / 2**20, 1) for w in self.workers]
 
 
+def stage_means(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean ms a batch spent in each worker stage between two ``stage_totals`` readings, and
+    the mean records per batch (``records``)."""
+    out = {}
+    for k, (s1, c1) in after.items():
+        s0, c0 = before.get(k, (0.0, 0.0))
+        if c1 > c0:
+            out[k] = round((s1 - s0) / (c1 - c0) * (1 if k == "records" else 1000.0), 2)
+    return out
+
+
 def throughput(s: Session, records: list[dict], shapes: tuple[int, ...], timeout: float = 300) -> list[dict]:
     """Per message shape: the workers drain a backlog, as the ceilings do. The workers are
     stopped, all input is produced, the workers are started again; the steady rate is taken
@@ -79,9 +90,11 @@ def throughput(s: Session, records: list[dict], shapes: tuple[int, ...], timeout
         s.counter.wait_count(start_count + len(records) // 10, timeout)
         cpu0, c0 = s.cpu(), s.counter.count
         window = CpuWindow(s.workers)
+        stages0 = s.workers[0].stage_totals()
         s.counter.wait_count(start_count + 9 * len(records) // 10, timeout)
         cpu, c1 = s.cpu() - cpu0, s.counter.count
         cores = window.cores()
+        stages = stage_means(stages0, s.workers[0].stage_totals())
         done = s.counter.wait_count(start_count + len(records), timeout)
         el = time.perf_counter() - t0
         got = s.counter.count - start_count
@@ -89,9 +102,10 @@ def throughput(s: Session, records: list[dict], shapes: tuple[int, ...], timeout
         row = {"records_per_s_steady": steady, "workers": s.n_workers, "records_per_message": per, "records": len(records), "messages": len(msgs),
                "complete": done, "scored": got, "seconds": el, "produce_seconds": produce_s,
                "records_per_s": got / el, "cpu_s_per_record": cpu / max(c1 - c0, 1),
-               "cpu_utilisation": cpu * (steady or 0) / max(c1 - c0, 1), "rss_mb": s.rss_mb(), "cores": cores}
+               "cpu_utilisation": cpu * (steady or 0) / max(c1 - c0, 1), "rss_mb": s.rss_mb(), "cores": cores,
+               "worker_stages_ms_mean": stages}
         log(f"  throughput {s.n_workers}w x{per}: {row['records_per_s']:.0f} rec/s (steady {steady or 0:.0f}), "
-            f"{row['cpu_s_per_record'] * 1e6:.0f} us CPU/rec, RSS {row['rss_mb']}, cores {cores}")
+            f"{row['cpu_s_per_record'] * 1e6:.0f} us CPU/rec, RSS {row['rss_mb']}, cores {cores}, stages {stages}")
         out.append(row)
         time.sleep(1.0)
     wait_partitions(s.workers)
@@ -113,33 +127,39 @@ def _steady_rate(times: list[float], lo: float = 0.1, hi: float = 0.9) -> float 
     return (j - i) / (ts[j] - ts[i]) if ts[j] > ts[i] else None
 
 
+#: The open-loop producer wakes at most this often and sends every record that is due: a
+#: spinning generator would take a core from the worker on a small box (it took 0.7-0.8 of
+#: the two cores at 2,000+ records/s before this).
+OPEN_LOOP_TICK_S = 0.001
+
+
 def _open_loop(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]], rate: float,
                sent: dict[bytes, float], stop: threading.Event | None = None) -> float:
     """Send at a fixed rate regardless of the consumer (open loop); return achieved rate.
-    Each record is stamped just before ``produce`` (so the linger counts as latency)."""
+    Each record is stamped just before its ``produce`` call (so a record sent up to one tick
+    late, and the linger, count as latency)."""
     p = producer(bootstrap, **{"linger.ms": OPEN_LOOP_LINGER_MS})
     t0 = time.perf_counter()
     wall0 = time.time()
-    i = 0
-    for i, (key, value) in enumerate(msgs):
-        if stop is not None and stop.is_set():
-            break
-        target = t0 + i / rate
-        while True:
-            d = target - time.perf_counter()
-            if d <= 0:
-                break
-            time.sleep(min(d, 0.002)) if d > 0.0005 else None
-        sent[key] = wall0 + (time.perf_counter() - t0)
-        try:
-            p.produce(topic, value, key)
-        except BufferError:
-            p.poll(0.01)
-            p.produce(topic, value, key)
+    i, n = 0, len(msgs)
+    while i < n and not (stop is not None and stop.is_set()):
+        due = min(n, int((time.perf_counter() - t0) * rate) + 1)
+        while i < due:
+            key, value = msgs[i]
+            sent[key] = wall0 + (time.perf_counter() - t0)
+            try:
+                p.produce(topic, value, key)
+            except BufferError:
+                p.poll(0.01)
+                p.produce(topic, value, key)
+            i += 1
         p.poll(0)
+        wait = t0 + i / rate - time.perf_counter()
+        if wait > 0:
+            time.sleep(max(wait, OPEN_LOOP_TICK_S))
     p.flush(30)
     el = time.perf_counter() - t0
-    return (i + 1) / el if el > 0 else 0.0
+    return i / el if el > 0 else 0.0
 
 
 def latency(s: Session, records: list[dict], max_rate: float, fractions: tuple[float, ...],
@@ -154,6 +174,7 @@ def latency(s: Session, records: list[dict], max_rate: float, fractions: tuple[f
         sent: dict[bytes, float] = {}
         arrivals_before = len(s.counter.arrivals)
         window = CpuWindow(s.workers)
+        stages0 = s.workers[0].stage_totals()
         achieved = _open_loop(s.bootstrap, s.features, msgs, rate, sent)
         cores = window.cores()
         s.counter.wait_count(s.counter.count + 0, 0)  # no-op: keep order
@@ -163,6 +184,7 @@ def latency(s: Session, records: list[dict], max_rate: float, fractions: tuple[f
             if len(got) >= len(sent):
                 break
             time.sleep(0.05)
+        stages = stage_means(stages0, s.workers[0].stage_totals())
         lat = {}
         for t, k, _ in s.counter.arrivals[arrivals_before:]:
             if k in sent and k not in lat:
@@ -175,11 +197,12 @@ def latency(s: Session, records: list[dict], max_rate: float, fractions: tuple[f
         row = {"fraction_of_max": frac, "target_rate": rate, "achieved_rate": achieved, "records": n,
                "received": len(vals), "p50_ms": percentile(vals, 50), "p95_ms": percentile(vals, 95),
                "p99_ms": percentile(vals, 99), "max_ms": max(vals) if vals else None, "cores": cores,
+               "worker_stages_ms_mean": stages,
                "to_worker_produce_ms": {q: percentile(in_worker, q) for q in (50, 99)},
                "produce_to_readable_ms": {q: percentile(to_read, q) for q in (50, 99)}}
         log(f"  latency {int(frac * 100)}% ({rate:.0f}/s): p50 {row['p50_ms']:.1f} p95 {row['p95_ms']:.1f} "
             f"p99 {row['p99_ms']:.1f} ms ({len(vals)}/{n}); in worker {row['to_worker_produce_ms']}, "
-            f"to readable {row['produce_to_readable_ms']}; cores {cores}")
+            f"to readable {row['produce_to_readable_ms']}; cores {cores}; stages {stages}")
         out.append(row)
         time.sleep(1.0)
     return out

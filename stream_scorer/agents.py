@@ -140,6 +140,14 @@ class ParsedWork:
     model: ActiveModel
     parsed: ParsedBatch | None      #: None when parsing itself failed (see ``error``)
     error: str | None = None
+    parsed_at: float = 0.0          #: ``time.monotonic()`` when parsing ended
+
+
+def _stage(name: str, since: float) -> float:
+    """Record ``now - since`` for a stage (see ``metrics.STAGE_SECONDS``); return now."""
+    now = time.monotonic()
+    metrics.STAGE_SECONDS.labels(stage=name).observe(max(0.0, now - since))
+    return now
 
 
 async def parse_stage(batcher: Batcher[EventT], queue: asyncio.Queue[ParsedWork | None]) -> None:
@@ -151,6 +159,7 @@ async def parse_stage(batcher: Batcher[EventT], queue: asyncio.Queue[ParsedWork 
         except BatcherClosed:
             await queue.put(None)
             return
+        closed = _stage("batch", batcher.last_oldest or time.monotonic())
         model = holder.active  # one reference for the whole batch: never a half-swapped model
         assert model is not None
         values = [e.message.value for e in events]
@@ -160,6 +169,7 @@ async def parse_stage(batcher: Batcher[EventT], queue: asyncio.Queue[ParsedWork 
         except Exception as exc:  # a parser bug must not stall the partition or lose the batch
             log.exception("parsing failed for a batch of %d messages", len(values))
             work = ParsedWork(events, values, model, None, f"parsing failed: {exc!r}"[:500])
+        work.parsed_at = _stage("parse", closed)
         await queue.put(work)
 
 
@@ -167,6 +177,7 @@ async def score_batch(work: ParsedWork) -> tuple[BatchOutput, list[Output]]:
     """Score one parsed batch (scoring thread); return it and the records to produce."""
     events, values, model = work.events, work.values, work.model
     started = time.perf_counter()
+    score_started = _stage("queued", work.parsed_at)
     loop = asyncio.get_running_loop()
     if work.parsed is None:
         out = _fail_batch(values, work.error or "parsing failed")
@@ -185,14 +196,17 @@ async def score_batch(work: ParsedWork) -> tuple[BatchOutput, list[Output]]:
     for rej in out.rejects:
         outputs.append(Output(dlq_name, _fit_key(keys[rej.message_index]), rej.value,
                               _dlq_headers(events[rej.message_index], rej.reason, rej.record_index)))
+    _stage("score", score_started)
     return out, outputs
 
 
 async def deliver_and_ack(stream: StreamT, events: list[EventT], out: BatchOutput, outputs: list[Output]) -> None:
     """Produce a batch's records; once the broker confirmed all of them, ack its inputs."""
+    sent = time.monotonic()
     await output_producer().send_batch(outputs)
     for event in events:
         await stream.ack(event)
+    _stage("confirm", sent)
     metrics.MESSAGES_IN.inc(len(events))
     metrics.RECORDS_IN.inc(out.records_in)
     metrics.BATCH_SIZE.observe(len(out.scores))
@@ -229,8 +243,10 @@ async def run_batches(stream: StreamT, batcher: Batcher[EventT]) -> None:
     try:
         while (work := await _next_parsed(queue, parser)) is not None:
             out, outputs = await score_batch(work)
+            scored = time.monotonic()
             if inflight is not None:
                 await inflight
+            _stage("held", scored)
             inflight = asyncio.ensure_future(deliver_and_ack(stream, work.events, out, outputs))
     finally:
         if not parser.done():

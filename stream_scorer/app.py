@@ -62,7 +62,7 @@ dlq_topic = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer
                       partitions=settings.topic_partitions)
 
 holder = ModelHolder(ModelStore(settings.model_store), settings.model_name, nthreads=settings.scorer_threads,
-                     eif_evaluator=settings.eif_evaluator)
+                     eif_evaluator=settings.eif_evaluator, ae_evaluator=settings.ae_evaluator)
 follower = ControlFollower(settings, holder)
 
 from . import agents, views  # noqa: E402,F401  (registers the agent and the web views)

@@ -45,6 +45,8 @@ class Batcher(Generic[T]):
         self._space.set()
         self._closed = False
         self._want = 1  # queue length at which a waiting ``get`` must be woken
+        #: ``time.monotonic()`` at which the oldest item of the last batch handed out was added
+        self.last_oldest: float | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -99,6 +101,7 @@ class Batcher(Generic[T]):
         batch: list[T] = []
         size = 0
         items = self._items
+        self.last_oldest = items[0][0]
         while items and len(batch) < self.max_batch and (not batch or size + items[0][1] <= self.max_batch_bytes):
             _, nbytes, item = items.popleft()
             batch.append(item)

@@ -368,11 +368,12 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> int:
 
 
 def load_bundle(path: Path, *, expected_manifest_sha256: str | None = None, nthreads: int = 1,
-                eif_evaluator: str = "compiled") -> LoadedBundle:
+                eif_evaluator: str = "compiled", ae_evaluator: str = "compiled") -> LoadedBundle:
     """Verify, then load a bundle. Raises :class:`BundleError` with the reason on any problem.
 
     ``eif_evaluator='compiled'`` switches the EIF to the compiled evaluator of the same forest
-    once it gave isotree's scores on :func:`evaluator_probe` rows (isotree otherwise)."""
+    once it gave isotree's scores on :func:`evaluator_probe` rows (isotree otherwise);
+    ``ae_evaluator='compiled'`` does the same for the autoencoder's weights (torch otherwise)."""
     path = Path(path)
     manifest, digest = read_manifest(path, expected_manifest_sha256)
     size = verify_files(path, manifest) + (path / MANIFEST).stat().st_size
@@ -390,13 +391,15 @@ def load_bundle(path: Path, *, expected_manifest_sha256: str | None = None, nthr
     if eif_evaluator == "compiled":
         eif.use_compiled(evaluator_probe(manifest, ensemble.medians),
                          (path / eif_mod.FILENAME).read_bytes())
+    if ae is not None and ae_evaluator == "compiled":
+        ae.use_compiled(evaluator_probe(manifest, ensemble.medians))
     return LoadedBundle(model=str(manifest.get("model_name", path.parent.name)),
                         version=str(manifest.get("version", path.name)), path=path, manifest=manifest,
                         manifest_sha256=digest, ensemble=ensemble, size_bytes=size)
 
 
 def evaluator_probe(manifest: dict[str, Any], medians: np.ndarray, n_random: int = 256) -> np.ndarray:
-    """Rows on which a faster EIF evaluator must equal isotree: the smoke rows, the medians, and
+    """Rows on which a faster evaluator must equal the reference one: the smoke rows, the medians, and
     deterministic spreads around the medians from tiny to huge (so that every side of many splits,
     and the far tails, are exercised)."""
     rows = [medians[np.newaxis, :]]

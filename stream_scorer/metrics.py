@@ -19,6 +19,19 @@ BATCH_SIZE = Histogram("ja4_batch_records", "Records per scoring batch", registr
                        buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000))
 SCORING_SECONDS = Histogram("ja4_batch_scoring_seconds", "Time to parse and score one batch", registry=REGISTRY,
                             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+#: Where a batch's time goes inside a worker, stage by stage (they add up to the time from
+#: the batch's oldest message reaching the worker to its inputs being acked):
+#: ``batch`` oldest message read -> batch closed; ``parse`` closed -> parsed (incl. waiting for the
+#: parse thread); ``queued`` parsed -> scoring starts (the scoring thread busy with the batch
+#: before); ``score`` scoring thread + building the output records; ``held`` scored -> sent (the
+#: batch before not yet confirmed: acks stay in order); ``confirm`` sent -> every output confirmed
+#: by the broker and the inputs acked.
+STAGE_SECONDS = Histogram("ja4_stage_seconds", "Seconds a batch spends in each stage of the worker", ["stage"],
+                          registry=REGISTRY,
+                          buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+STAGES = ("batch", "parse", "queued", "score", "held", "confirm")
+for _stage_name in STAGES:
+    STAGE_SECONDS.labels(stage=_stage_name)
 E2E_LAG = Histogram("ja4_end_to_end_lag_seconds", "Now minus the input message's produce timestamp", registry=REGISTRY,
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 CONSUMER_LAG = Gauge("ja4_consumer_lag_records", "High watermark minus committed offset", ["partition"], registry=REGISTRY)

@@ -56,6 +56,8 @@ class ActiveModel:
                 "features": len(ens.features), "members": [m for m, d in
                     (("eif", ens.eif), ("ae", ens.ae), ("xgb", ens.xgb)) if d is not None],
                 "eif_evaluator": ens.eif.evaluator, "eif_evaluator_note": ens.eif.evaluator_note,
+                "ae_evaluator": ens.ae.evaluator if ens.ae is not None else None,
+                "ae_evaluator_note": ens.ae.evaluator_note if ens.ae is not None else None,
                 "bundle_bytes": self.bundle.size_bytes}
 
 
@@ -80,10 +82,10 @@ def trim_heap() -> None:
 
 
 def load_verified(path: Path, manifest_sha256: str | None, nthreads: int,
-                  eif_evaluator: str = "compiled") -> LoadedBundle:
+                  eif_evaluator: str = "compiled", ae_evaluator: str = "compiled") -> LoadedBundle:
     """Blocking: verify checksums, load every member, smoke-score. Runs in a thread."""
     bundle = load_bundle(path, expected_manifest_sha256=manifest_sha256, nthreads=nthreads,
-                         eif_evaluator=eif_evaluator)
+                         eif_evaluator=eif_evaluator, ae_evaluator=ae_evaluator)
     smoke_check(bundle)
     return bundle
 
@@ -96,6 +98,7 @@ class ModelHolder:
     model_name: str
     nthreads: int = 1
     eif_evaluator: str = "compiled"
+    ae_evaluator: str = "compiled"
     active: ActiveModel | None = None
     outcomes: Counter[str] = field(default_factory=Counter)
     #: The last message refused because its bundle was unreadable; retried periodically.
@@ -181,7 +184,8 @@ class ModelHolder:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
-            bundle = await loop.run_in_executor(None, load_verified, path, sha, self.nthreads, self.eif_evaluator)
+            bundle = await loop.run_in_executor(None, load_verified, path, sha, self.nthreads,
+                                                        self.eif_evaluator, self.ae_evaluator)
         except BundleError as exc:
             log.warning("reload: refused %s: %s", path, exc)
             self.count("refused:bundle")
