@@ -1,14 +1,15 @@
 """The scoring agent: reads the features topic, batches, scores, produces; only moves data.
 
 The agent reads the stream without acking (``stream.noack()``) into a bounded
-:class:`~.batcher.Batcher`; a second task takes batches from it. Per batch: read the active
-model once, parse (:func:`~.parsing.parse_batch`) in the parse thread and score
-(:func:`~.scoring.score_parsed`, pure) in the scoring thread, send the score
-records and DLQ entries, wait until the broker confirmed every one of them, and only then ack
-the input events so their offsets can be committed. A crash or SIGTERM in between leaves the
-batch unacked: it is re-delivered (at-least-once), never skipped. Reading, scoring and
-delivery overlap: Faust's per-message work goes on while a batch is scored, and batch N+1 is
-scored while batch N is being confirmed.
+:class:`~.batcher.Batcher`; three stage tasks take batches from it. Per batch: read the active
+model once, parse (:func:`~.parsing.parse_batch`, Python thread), run the models
+(:func:`~.scoring.score_matrix`, pure, scoring thread), turn the scores into records
+(:func:`~.scoring.serialise`, Python thread), send the score records and DLQ entries, wait
+until the broker confirmed every one of them, and only then ack the input events so their
+offsets can be committed. A crash or SIGTERM in between leaves the batch unacked: it is
+re-delivered (at-least-once), never skipped. Everything overlaps: Faust's per-message work
+goes on while batches move through the stages, and ``ja4_stage_seconds`` says where a batch's
+time goes.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .batcher import Closed as BatcherClosed
 from .output_producer import Output, OutputProducer, producer_config
 from .model_holder import ActiveModel
 from .parsing import ParsedBatch, Reject, parse_batch
-from .scoring import BatchOutput, score_parsed
+from .scoring import BatchOutput, ScoredMatrix, score_matrix, serialise
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,13 @@ class OutputProducerService(mode.Service):
             _OUTPUT = None
 
 
-#: One scoring thread per worker: the EIF evaluator, XGBoost and torch release the GIL, so the
-#: event loop keeps fetching, producing and heartbeating while a batch is scored, and the
-#: parse thread (JSON -> matrix, mostly under the GIL) prepares the next batch meanwhile.
+#: Two threads per worker. The scoring thread runs the models (the EIF and autoencoder
+#: evaluators and XGBoost release the GIL); the Python thread does the GIL-bound per-record
+#: work, JSON -> matrix for the next batch and scores -> bytes for the batch before. So the
+#: models never wait for JSON work, and the event loop keeps fetching, producing and
+#: heartbeating meanwhile.
 _SCORING_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="score")
-_PARSE_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="parse")
+_PYTHON_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="records")
 
 
 @dataclass
@@ -141,6 +144,7 @@ class ParsedWork:
     parsed: ParsedBatch | None      #: None when parsing itself failed (see ``error``)
     error: str | None = None
     parsed_at: float = 0.0          #: ``time.monotonic()`` when parsing ended
+    scored: ScoredMatrix | None = None  #: set by the score stage unless it failed (see ``error``)
 
 
 def _stage(name: str, since: float) -> float:
@@ -150,8 +154,11 @@ def _stage(name: str, since: float) -> float:
     return now
 
 
-async def parse_stage(batcher: Batcher[EventT], queue: asyncio.Queue[ParsedWork | None]) -> None:
-    """Take batches from the batcher and parse them (parse thread) for the active model."""
+Queue = asyncio.Queue  # of ParsedWork, then None once the batcher is closed and drained
+
+
+async def parse_stage(batcher: Batcher[EventT], queue: Queue) -> None:
+    """Take batches from the batcher and parse them (Python thread) for the active model."""
     loop = asyncio.get_running_loop()
     while True:
         try:
@@ -164,7 +171,7 @@ async def parse_stage(batcher: Batcher[EventT], queue: asyncio.Queue[ParsedWork 
         assert model is not None
         values = [e.message.value for e in events]
         try:
-            parsed = await loop.run_in_executor(_PARSE_POOL, parse_batch, values, model.bundle.ensemble.features)
+            parsed = await loop.run_in_executor(_PYTHON_POOL, parse_batch, values, model.bundle.ensemble.features)
             work = ParsedWork(events, values, model, parsed)
         except Exception as exc:  # a parser bug must not stall the partition or lose the batch
             log.exception("parsing failed for a batch of %d messages", len(values))
@@ -173,31 +180,62 @@ async def parse_stage(batcher: Batcher[EventT], queue: asyncio.Queue[ParsedWork 
         await queue.put(work)
 
 
-async def score_batch(work: ParsedWork) -> tuple[BatchOutput, list[Output]]:
-    """Score one parsed batch (scoring thread); return it and the records to produce."""
-    events, values, model = work.events, work.values, work.model
-    started = time.perf_counter()
-    score_started = _stage("queued", work.parsed_at)
+async def score_stage(inbox: Queue, outbox: Queue) -> None:
+    """Run the models on each parsed batch (scoring thread)."""
     loop = asyncio.get_running_loop()
-    if work.parsed is None:
-        out = _fail_batch(values, work.error or "parsing failed")
-    else:
+    while (work := await inbox.get()) is not None:
+        started = _stage("queued", work.parsed_at)
+        if work.parsed is not None:
+            try:
+                work.scored = await loop.run_in_executor(_SCORING_POOL, score_matrix, work.parsed, work.model.bundle)
+            except Exception as exc:  # a model bug must not stall the partition or lose the batch
+                log.exception("scoring failed for a batch of %d messages", len(work.values))
+                work.error = f"scoring failed: {exc!r}"[:500]
+        metrics.SCORING_SECONDS.observe(_stage("score", started) - started)
+        await outbox.put(work)
+    await outbox.put(None)
+
+
+def build_outputs(work: ParsedWork) -> tuple[BatchOutput, list[Output]]:
+    """Score records as bytes, DLQ entries, and the records to produce (Python thread)."""
+    events, values = work.events, work.values
+    out: BatchOutput | None = None
+    if work.scored is not None and work.parsed is not None:
         try:
-            out = await loop.run_in_executor(_SCORING_POOL, score_parsed, work.parsed, model.bundle)
-        except Exception as exc:  # a model bug must not stall the partition or lose the batch
-            log.exception("scoring failed for a batch of %d messages", len(values))
-            out = _fail_batch(values, f"scoring failed: {exc!r}"[:500])
-    metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
+            out = serialise(work.parsed, work.scored, work.model.bundle)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not lose the batch either
+            log.exception("serialising failed for a batch of %d messages", len(values))
+            work.error = f"scoring failed: {exc!r}"[:500]
+    if out is None:
+        out = _fail_batch(values, work.error or "scoring failed")
     keys = [e.message.key for e in events]
     fit_outputs(out, keys, values, app.conf.producer_max_request_size)
     scores_name, dlq_name = scores_topic.get_topic_name(), dlq_topic.get_topic_name()
-    version_header = [("model-version", model.version.encode())]
+    version_header = [("model-version", work.model.version.encode())]
     outputs = [Output(scores_name, keys[idx], value, version_header) for idx, value in out.scores]
     for rej in out.rejects:
         outputs.append(Output(dlq_name, _fit_key(keys[rej.message_index]), rej.value,
                               _dlq_headers(events[rej.message_index], rej.reason, rej.record_index)))
-    _stage("score", score_started)
     return out, outputs
+
+
+async def emit_stage(stream: StreamT, inbox: Queue) -> None:
+    """Build each batch's output records, then send them once the batch before is confirmed
+    (acks stay in order), while the next batch is scored."""
+    loop = asyncio.get_running_loop()
+    inflight: asyncio.Future[None] | None = None
+    try:
+        while (work := await inbox.get()) is not None:
+            started = time.monotonic()
+            out, outputs = await loop.run_in_executor(_PYTHON_POOL, build_outputs, work)
+            built = _stage("outputs", started)
+            if inflight is not None:
+                await inflight
+            _stage("held", built)
+            inflight = asyncio.ensure_future(deliver_and_ack(stream, work.events, out, outputs))
+    finally:
+        if inflight is not None:
+            await inflight
 
 
 async def deliver_and_ack(stream: StreamT, events: list[EventT], out: BatchOutput, outputs: list[Output]) -> None:
@@ -223,36 +261,24 @@ async def deliver_and_ack(stream: StreamT, events: list[EventT], out: BatchOutpu
             metrics.E2E_LAG.observe(max(0.0, now - ts))
 
 
-async def _next_parsed(queue: asyncio.Queue[ParsedWork | None], parser: asyncio.Future[None]) -> ParsedWork | None:
-    """The next parsed batch; raises the parse stage's error if it died instead."""
-    getter = asyncio.ensure_future(queue.get())
-    done, _ = await asyncio.wait({getter, parser}, return_when=asyncio.FIRST_COMPLETED)
-    if getter not in done and not parser.cancelled() and parser.exception() is not None:
-        getter.cancel()
-        raise parser.exception()  # type: ignore[misc]
-    return await getter
-
-
 async def run_batches(stream: StreamT, batcher: Batcher[EventT]) -> None:
-    """Three stages that overlap: batch N+1 is parsed (parse thread) while batch N is scored
-    (scoring thread: the models release the GIL) while batch N-1's records are confirmed by
-    the broker. Acks stay in order: N-1 is acked before N is sent."""
-    queue: asyncio.Queue[ParsedWork | None] = asyncio.Queue(maxsize=1)
-    parser = asyncio.ensure_future(parse_stage(batcher, queue))
-    inflight: asyncio.Future[None] | None = None
+    """Three stages that overlap, joined by queues of one batch: batch N+1 is parsed (Python
+    thread) while batch N is scored (scoring thread) while batch N-1 is turned into records
+    (Python thread) and sent, and batch N-2 confirmed by the broker. Acks stay in order. If a
+    stage fails, the others are stopped and its error is raised (the agent then stops)."""
+    parsed: Queue = asyncio.Queue(maxsize=1)
+    scored: Queue = asyncio.Queue(maxsize=1)
+    stages = [asyncio.ensure_future(parse_stage(batcher, parsed)), asyncio.ensure_future(score_stage(parsed, scored)),
+              asyncio.ensure_future(emit_stage(stream, scored))]
     try:
-        while (work := await _next_parsed(queue, parser)) is not None:
-            out, outputs = await score_batch(work)
-            scored = time.monotonic()
-            if inflight is not None:
-                await inflight
-            _stage("held", scored)
-            inflight = asyncio.ensure_future(deliver_and_ack(stream, work.events, out, outputs))
+        done, _ = await asyncio.wait(stages, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
     finally:
-        if not parser.done():
-            parser.cancel()
-        if inflight is not None:
-            await inflight
+        for task in stages:
+            task.cancel()
+        await asyncio.gather(*stages, return_exceptions=True)  # emit_stage still awaits its delivery
 
 
 #: How long a stopping worker keeps finishing the batches it has read (then the rest is

@@ -23,13 +23,14 @@ SCORING_SECONDS = Histogram("ja4_batch_scoring_seconds", "Time to parse and scor
 #: the batch's oldest message reaching the worker to its inputs being acked):
 #: ``batch`` oldest message read -> batch closed; ``parse`` closed -> parsed (incl. waiting for the
 #: parse thread); ``queued`` parsed -> scoring starts (the scoring thread busy with the batch
-#: before); ``score`` scoring thread + building the output records; ``held`` scored -> sent (the
-#: batch before not yet confirmed: acks stay in order); ``confirm`` sent -> every output confirmed
-#: by the broker and the inputs acked.
+#: before); ``score`` the scoring thread (models, levels, score records' bytes); ``outputs``
+#: building the records to produce (event loop); ``held`` -> sent (the batch before not yet
+#: confirmed: acks stay in order); ``confirm`` sent -> every output confirmed by the broker and
+#: the inputs acked.
 STAGE_SECONDS = Histogram("ja4_stage_seconds", "Seconds a batch spends in each stage of the worker", ["stage"],
                           registry=REGISTRY,
                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-STAGES = ("batch", "parse", "queued", "score", "held", "confirm")
+STAGES = ("batch", "parse", "queued", "score", "outputs", "held", "confirm")
 for _stage_name in STAGES:
     STAGE_SECONDS.labels(stage=_stage_name)
 E2E_LAG = Histogram("ja4_end_to_end_lag_seconds", "Now minus the input message's produce timestamp", registry=REGISTRY,

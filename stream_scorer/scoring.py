@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from .bundle import LoadedBundle
-from .ensemble import decide, impute
+from .ensemble import ScoreBatch, decide, impute
 from .parsing import ParsedBatch, Reject, parse_batch
 
 
@@ -41,11 +41,27 @@ def score_values(values: list[bytes | None], bundle: LoadedBundle, now: datetime
 
 def score_parsed(parsed: ParsedBatch, bundle: LoadedBundle, now: datetime | None = None) -> BatchOutput:
     """Score an already parsed batch (parsed for ``bundle``'s features)."""
+    return serialise(parsed, score_matrix(parsed, bundle), bundle, now)
+
+
+@dataclass
+class ScoredMatrix:
+    """The numbers of one parsed batch: scores, levels and which cells were imputed."""
+
+    batch: ScoreBatch
+    levels: list[str]
+    missing: np.ndarray   #: (rows, features) bool: the cell was missing and imputed
+
+
+def score_matrix(parsed: ParsedBatch, bundle: LoadedBundle) -> ScoredMatrix:
+    """The numeric half of scoring: impute, every member once on the whole matrix, threat
+    levels. Mostly GIL-free (the models), so a worker runs it on its scoring thread while
+    another thread turns the previous batch into bytes (:func:`serialise`)."""
     ens = bundle.ensemble
-    out = BatchOutput(rejects=parsed.rejects, records_in=len(parsed) + sum(1 for r in parsed.rejects))
-    n = len(parsed)
-    if n == 0:
-        return out
+    if len(parsed) == 0:  # nothing valid: no model is called
+        empty = np.empty(0, dtype=np.float64)
+        return ScoredMatrix(ScoreBatch(anomaly=empty, eif=empty, ae=None, xgb=None), [],
+                            np.zeros((0, ens.n_features), dtype=bool))
     X, missing = impute(parsed.X, ens.medians)
     batch = ens.score(X)
     records = parsed.records
@@ -54,7 +70,19 @@ def score_parsed(parsed: ParsedBatch, bundle: LoadedBundle, now: datetime | None
     ci = ens.coherence_index
     levels = decide(batch.anomaly, ens.thresholds, bot_name=bot_name, browser_family=browser,
                     coherence=X[:, ci] if ci is not None else None).tolist()
-    feats = ens.features
+    return ScoredMatrix(batch, levels, missing)
+
+
+def serialise(parsed: ParsedBatch, scored: ScoredMatrix, bundle: LoadedBundle,
+              now: datetime | None = None) -> BatchOutput:
+    """The Python half: one score record (bytes) per parsed record, and the batch's counts."""
+    out = BatchOutput(rejects=parsed.rejects, records_in=len(parsed) + sum(1 for r in parsed.rejects))
+    n = len(parsed)
+    if n == 0:
+        return out
+    feats = bundle.ensemble.features
+    missing, levels, batch = scored.missing, scored.levels, scored.batch
+    records = parsed.records
     any_missing = missing.any(axis=1)
     imputed_lists: list[list[str]] = [[] for _ in range(n)]
     if any_missing.any():
