@@ -67,6 +67,15 @@ def _cores(c: dict | None) -> str:
             f"bench {c['bench']}")
 
 
+def _stages(r: dict) -> list[str]:
+    """A worker's mean ms per batch in each stage (``ja4_stage_seconds``) during a measurement."""
+    st = r.get("worker_stages_ms_mean") or {}
+    if not st:
+        return []
+    parts = [f"{k} {v:,.1f}" for k, v in st.items() if k != "records"]
+    return [f"{'':>15}worker 1, mean per batch of {st.get('records', 0):,.0f} records (ms): " + ", ".join(parts)]
+
+
 def _split(r: dict) -> str:
     w, t = r.get("to_worker_produce_ms") or {}, r.get("produce_to_readable_ms") or {}
     if not w:
@@ -105,6 +114,7 @@ def render_table(res: dict) -> str:
                      f"{_f(r.get('records_per_s_steady')):>9} "
                      f"{r['cpu_s_per_record'] * 1e6:>10,.0f} {r['cpu_utilisation']:>8.2f}  {r['rss_mb']}"
                      + _cores(r.get("cores")) + ("" if r["complete"] else "  INCOMPLETE"))
+            L.extend(_stages(r))
     if res.get("latency"):
         L.append(f"\n-- latency, 1 worker, 1 record/message, open loop (batch wait {res['batch_wait_ms']} ms) --")
         L.append(f"{'load':>5} {'rate/s':>8} {'achieved':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} recv")
@@ -112,6 +122,7 @@ def render_table(res: dict) -> str:
             L.append(f"{int(r['fraction_of_max'] * 100):>4}% {r['target_rate']:>8,.0f} {r['achieved_rate']:>8,.0f} "
                      f"{_f(r['p50_ms'], 1):>8} {_f(r['p95_ms'], 1):>8} {_f(r['p99_ms'], 1):>8} {_f(r['max_ms'], 1):>8} "
                      f"{r['received']}/{r['records']}" + _split(r) + _cores(r.get("cores")))
+            L.extend(_stages(r))
     rl, rm, b = res.get("reload"), res.get("reload_memory"), res.get("bundle")
     if rl or rm or b:
         L.append("\n-- hot reload --")
