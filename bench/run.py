@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
 
         results["ratios"] = ratios(results)
         Path(args.out).write_text(json.dumps(results, indent=1, default=str))
-        print(render_table(results))
+        table = render_table(results)
+        Path(args.out).with_suffix(".txt").write_text(table)
+        print(table)
         try:
             write_chart(results, Path(args.out).with_suffix(".png"))
         except Exception:  # noqa: BLE001

@@ -255,6 +255,10 @@ def _max_gap(times: list[float], lo: float, hi: float) -> float | None:
     return max(b - a for a, b in zip(ts, ts[1:]))
 
 
+#: How long the reload run waits for the replicas to score everything that was sent.
+RELOAD_DRAIN_S = 180
+
+
 def reloads(s: Session, records: list[dict], versions: list, n_reloads: int, stream_rate: float,
             baseline_s: float) -> dict[str, Any]:
     """n reloads under a steady open-loop stream; versions cycle (each message has a new
@@ -285,20 +289,24 @@ def reloads(s: Session, records: list[dict], versions: list, n_reloads: int, str
     finally:
         stop.set()
         th.join(60)
-    # every record sent got a score?
-    deadline = time.monotonic() + 30
+    # every record sent got a score? (a stream the replicas cannot keep up with leaves a
+    # backlog: wait for it to drain, up to RELOAD_DRAIN_S, so the count means "lost or not")
+    stream_end = time.monotonic()
+    deadline = stream_end + RELOAD_DRAIN_S
     while time.monotonic() < deadline:
         keys = {k for _, k, _ in s.counter.arrivals[arrivals_before:] if k and k.startswith(b"rl-")}
         if len(keys) >= len(sent):
             break
-        time.sleep(0.1)
+        time.sleep(0.5)
+    drained_s = time.monotonic() - stream_end
     arr = [t for t, k, _ in s.counter.arrivals[arrivals_before:] if k and k.startswith(b"rl-")]
     ok = [t for t in times if t is not None]
     res = {"replicas": len(s.workers), "reloads": n_reloads, "succeeded": len(ok), "stream_rate": stream_rate,
            "to_all_replicas_median_s": percentile(ok, 50), "to_all_replicas_max_s": max(ok) if ok else None,
            "to_all_replicas_all_s": times,
            "max_gap_without_reloads_s": _max_gap(arr, b0, b1), "max_gap_during_reloads_s": _max_gap(arr, r0, r1),
-           "records_sent": len(sent), "records_scored_unique": len(keys)}
+           "records_sent": len(sent), "records_scored_unique": len(keys),
+           "backlog_drained_after_stream_s": drained_s if len(keys) >= len(sent) else None}
     log(f"  reloads: median {res['to_all_replicas_median_s']} max {res['to_all_replicas_max_s']} s; gap "
         f"{res['max_gap_without_reloads_s']} -> {res['max_gap_during_reloads_s']} s; "
         f"{res['records_scored_unique']}/{res['records_sent']} scored")
@@ -315,7 +323,9 @@ def reload_memory(s: Session, versions: list, n: int) -> dict[str, Any]:
     times = []
     for i in range(n):
         times.append(_reload_once(s, versions[(i + 1) % len(versions)]))
-    time.sleep(2.0)
+    from stream_scorer.model_holder import TRIM_AFTER_S
+
+    time.sleep(TRIM_AFTER_S + 2.0)  # after the worker's heap trim that follows the last swap
     rss1 = w.rss()
     res = {"reloads": n, "succeeded": sum(t is not None for t in times), "rss_before_mb": rss0 / 2**20,
            "rss_after_mb": rss1 / 2**20, "growth_mb": (rss1 - rss0) / 2**20}

@@ -53,6 +53,13 @@ def test_probes_metrics_and_json_logs(kafka_bootstrap, unique, tmp_path) -> None
     assert m["ja4_imputed_features_total{feature=hits}"] >= 1
     assert m["ja4_batch_records_count"] >= 1 and m["ja4_batch_scoring_seconds_count"] >= 1
     assert m["ja4_end_to_end_lag_seconds_count"] >= 1
+    # every batch passed every stage once, and the stages' times are real durations
+    from stream_scorer.metrics import STAGES
+
+    counts = {st: m[f"ja4_stage_seconds_count{{stage={st}}}"] for st in STAGES}
+    assert len(set(counts.values())) == 1 and counts["score"] == m["ja4_batch_records_count"]
+    assert all(m[f"ja4_stage_seconds_sum{{stage={st}}}"] >= 0 for st in STAGES)
+    assert m["ja4_stage_seconds_sum{stage=batch}"] > 0 and m["ja4_stage_seconds_sum{stage=score}"] > 0
     assert m["ja4_reloads_total{outcome=activated}"] == 1
     assert m[f"ja4_active_model_info{{model_name=default,model_version={info.version}}}"] == 1
     assert m["ja4_assigned_partitions"] == 4
