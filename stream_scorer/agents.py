@@ -166,7 +166,11 @@ async def parse_stage(batcher: Batcher[EventT], queue: Queue) -> None:
         except BatcherClosed:
             await queue.put(None)
             return
-        closed = _stage("batch", batcher.last_oldest or time.monotonic())
+        oldest = batcher.last_oldest or time.monotonic()
+        closed = _stage("batch", oldest)
+        produced = events[0].message.timestamp  # the producer's clock: skew shows up here only
+        if produced:
+            metrics.STAGE_SECONDS.labels(stage="read").observe(max(0.0, time.time() - (closed - oldest) - produced))
         model = holder.active  # one reference for the whole batch: never a half-swapped model
         assert model is not None
         values = [e.message.value for e in events]

@@ -19,8 +19,9 @@ BATCH_SIZE = Histogram("ja4_batch_records", "Records per scoring batch", registr
                        buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000))
 SCORING_SECONDS = Histogram("ja4_batch_scoring_seconds", "Time to parse and score one batch", registry=REGISTRY,
                             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-#: Where a batch's time goes inside a worker, stage by stage (they add up to the time from
-#: the batch's oldest message reaching the worker to its inputs being acked):
+#: Where a batch's time goes, stage by stage: ``read`` the batch's first message produced ->
+#: read by this worker (broker, fetch, Faust's buffers; by the producer's clock). Then, adding
+#: up to the time from the batch's oldest message being read to its inputs being acked:
 #: ``batch`` oldest message read -> batch closed; ``parse`` closed -> parsed (incl. waiting for the
 #: parse thread); ``queued`` parsed -> scoring starts (the scoring thread busy with the batch
 #: before); ``score`` the scoring thread (models, levels, score records' bytes); ``outputs``
@@ -30,7 +31,7 @@ SCORING_SECONDS = Histogram("ja4_batch_scoring_seconds", "Time to parse and scor
 STAGE_SECONDS = Histogram("ja4_stage_seconds", "Seconds a batch spends in each stage of the worker", ["stage"],
                           registry=REGISTRY,
                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-STAGES = ("batch", "parse", "queued", "score", "outputs", "held", "confirm")
+STAGES = ("read", "batch", "parse", "queued", "score", "outputs", "held", "confirm")
 for _stage_name in STAGES:
     STAGE_SECONDS.labels(stage=_stage_name)
 E2E_LAG = Histogram("ja4_end_to_end_lag_seconds", "Now minus the input message's produce timestamp", registry=REGISTRY,
