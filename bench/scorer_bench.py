@@ -207,8 +207,9 @@ def latency(s: Session, records: list[dict], max_rate: float, fractions: tuple[f
                "worker_stages_ms_mean": stages,
                "to_worker_produce_ms": {q: percentile(in_worker, q) for q in (50, 99)},
                "produce_to_readable_ms": {q: percentile(to_read, q) for q in (50, 99)}}
-        log(f"  latency {int(frac * 100)}% ({rate:.0f}/s): p50 {row['p50_ms']:.1f} p95 {row['p95_ms']:.1f} "
-            f"p99 {row['p99_ms']:.1f} ms ({len(vals)}/{n}); in worker {row['to_worker_produce_ms']}, "
+        ms = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731 - nothing arrived in time
+        log(f"  latency {int(frac * 100)}% ({rate:.0f}/s): p50 {ms(row['p50_ms'])} p95 {ms(row['p95_ms'])} "
+            f"p99 {ms(row['p99_ms'])} ms ({len(vals)}/{n}); in worker {row['to_worker_produce_ms']}, "
             f"to readable {row['produce_to_readable_ms']}; cores {cores}; stages {stages}")
         out.append(row)
         time.sleep(1.0)
