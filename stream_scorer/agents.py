@@ -136,7 +136,7 @@ _PYTHON_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reco
 
 @dataclass
 class ParsedWork:
-    """A batch between the parse and the score stage, with the model it was parsed for."""
+    """One batch on its way through the stages, with the model it was parsed for."""
 
     events: list[EventT]
     values: list[bytes | None]      #: the events' message values, in order
@@ -150,7 +150,7 @@ class ParsedWork:
 def _stage(name: str, since: float) -> float:
     """Record ``now - since`` for a stage (see ``metrics.STAGE_SECONDS``); return now."""
     now = time.monotonic()
-    metrics.STAGE_SECONDS.labels(stage=name).observe(max(0.0, now - since))
+    metrics.STAGE[name].observe(max(0.0, now - since))
     return now
 
 
@@ -170,7 +170,7 @@ async def parse_stage(batcher: Batcher[EventT], queue: Queue) -> None:
         closed = _stage("batch", oldest)
         produced = events[0].message.timestamp  # the producer's clock: skew shows up here only
         if produced:
-            metrics.STAGE_SECONDS.labels(stage="read").observe(max(0.0, time.time() - (closed - oldest) - produced))
+            metrics.STAGE["read"].observe(max(0.0, time.time() - (closed - oldest) - produced))
         model = holder.active  # one reference for the whole batch: never a half-swapped model
         assert model is not None
         values = [e.message.value for e in events]
