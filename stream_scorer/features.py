@@ -8,8 +8,60 @@ starts from when ``FEATURES`` is not set.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import RecordError
+
 #: Fields that identify a record; a record missing any of them goes to the DLQ.
 KEY_FIELDS: tuple[str, ...] = ("window_start", "src_ip", "ja4", "host")
+
+#: ``window_start`` must fall in [1970-01-01, 2200-01-01) UTC, as epoch seconds. Outside it a
+#: value is a producer bug (milliseconds sent as seconds, ``1e300``), not a time window.
+WINDOW_START_MIN: int = 0
+WINDOW_START_MAX: int = 7_258_118_400  # 2200-01-01T00:00:00Z, excluded
+
+#: Epoch seconds written as text (what ``stream-trainer`` imports also accept).
+_EPOCH_TEXT = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?")
+
+
+def window_start_seconds(value: Any) -> float:
+    """Epoch seconds of a ``window_start``: ISO-8601 text (no offset = UTC; ``Z`` allowed) or
+    epoch seconds (a JSON number, or decimal digits as text), within
+    [:data:`WINDOW_START_MIN`, :data:`WINDOW_START_MAX`). Anything else raises
+    :class:`RecordError` naming the value: such a record cannot be keyed or stored.
+
+    >>> window_start_seconds("2026-11-24T21:00:00Z"), window_start_seconds(1795514400)
+    (1795554000.0, 1795514400.0)
+    >>> window_start_seconds(1e300)
+    Traceback (most recent call last):
+    ...
+    stream_scorer.errors.RecordError: key field 'window_start' is out of range (1970 to 2200): 1e+300
+    """
+    t = type(value)
+    if t is int or t is float:  # bool excluded: True is not a time
+        if not WINDOW_START_MIN <= value < WINDOW_START_MAX:  # also refuses NaN; ints compared exactly
+            raise RecordError(f"key field 'window_start' is out of range (1970 to 2200): {_short(value)}")
+        return float(value)
+    if t is not str:
+        raise RecordError(f"key field 'window_start' must be ISO-8601 text or epoch seconds, got {t.__name__}")
+    text = value.strip()
+    if _EPOCH_TEXT.fullmatch(text):
+        return window_start_seconds(float(text))
+    try:
+        dt = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+        seconds = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    except (ValueError, OverflowError):
+        raise RecordError(f"key field 'window_start' is neither ISO-8601 nor epoch seconds: {_short(value)}") from None
+    return window_start_seconds(seconds)
+
+
+def _short(value: Any) -> str:
+    """A value for a one-line reason: repr, cut to 80 characters, no line breaks."""
+    text = repr(value) if type(value) is str else str(value)
+    return (text[:77] + "...") if len(text) > 80 else text
+
 
 #: Optional context fields, passed through unchanged to the score record.
 CONTEXT_FIELDS: tuple[str, ...] = ("asn_number", "country_code", "browser_family", "bot_name")

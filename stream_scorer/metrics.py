@@ -41,6 +41,12 @@ ASSIGNED_PARTITIONS = Gauge("ja4_assigned_partitions", "Partitions of the featur
 MODEL_INFO = Info("ja4_active_model", "The model version this replica serves", registry=REGISTRY)
 RELOADS = Counter("ja4_reloads_total", "Control messages and reloads by outcome", ["outcome"], registry=REGISTRY)
 RSS_BYTES = Gauge("ja4_process_rss_bytes", "Resident memory of the worker", registry=REGISTRY)
+#: A batch whose outputs were not all confirmed is sent again (only the unconfirmed records),
+#: at most OUTPUT_DELIVERY_ATTEMPTS times; then the worker exits (see ``agents.fail_worker``).
+DELIVERY_RETRIES = Counter("ja4_delivery_retries_total", "Retries of a batch's unconfirmed output records",
+                           registry=REGISTRY)
+DELIVERY_FAILURES = Counter("ja4_delivery_failures_total", "Output records the broker did not confirm, by topic",
+                            ["topic"], registry=REGISTRY)
 
 
 def dlq_category(reason: str) -> str:

@@ -6,6 +6,9 @@ announce (a parsed, verified :class:`ControlMessage`) -> resolve (the uri must n
 
 The scoring agent reads :attr:`ModelHolder.active` once per batch, so a batch is scored by
 exactly one fully loaded model and every score record names the version that scored it.
+Which message wins is decided by :func:`.control.supersedes` alone, the rule a starting
+replica uses to pick the latest message of the topic: a message counts only when it is later
+than the latest one this holder accepted (a replay or an out-of-date rollback changes nothing).
 Any failed step keeps the previous model serving and is counted by reason. The old bundle
 is released when nothing references it any more (the agent drops its reference at the end
 of the batch), so repeated reloads do not grow memory.
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .bundle import LoadedBundle, ModelStore, load_bundle, smoke_check
-from .control import ControlMessage
+from .control import ControlMessage, order_key, supersedes
 from .errors import BundleError, ControlError
 from .metrics import MODEL_INFO, RELOADS
 
@@ -103,6 +106,9 @@ class ModelHolder:
     outcomes: Counter[str] = field(default_factory=Counter)
     #: The last message refused because its bundle was unreadable; retried periodically.
     pending_retry: ControlMessage | None = None
+    #: The latest message accepted (under :func:`supersedes`), whatever its load outcome:
+    #: only a later one may change the model.
+    latest: ControlMessage | None = None
     _ready: asyncio.Event | None = None
     _lock: asyncio.Lock | None = None
 
@@ -123,61 +129,87 @@ class ModelHolder:
         RELOADS.labels(outcome=outcome).inc()
 
     def _should_apply(self, msg: ControlMessage) -> str | None:
-        """Why a verified message is skipped, or None if it should be loaded."""
+        """Why a verified message is skipped, or None if it is the new latest one."""
         if msg.model != self.model_name:
             return "other-model"
-        current = self.active
-        if current is None:
-            return None
-        if msg.version == current.version:
-            return "same-version"
-        if msg.issued_at_dt < current.issued_at and not msg.rollback:
-            return "older"
+        if not supersedes(msg, self.latest):
+            assert self.latest is not None
+            return "replayed" if order_key(msg) == order_key(self.latest) else "older"
         return None
 
     async def apply(self, msg: ControlMessage) -> str:
-        """Apply one verified control message; return the outcome (also counted)."""
+        """Apply one verified control message; return the outcome (also counted).
+
+        Never raises for a bad message: whatever the message, the follower reads the next."""
         async with self.lock:
             skip = self._should_apply(msg)
             if skip is not None:
                 if skip != "other-model":
-                    log.info("control: %s/%s ignored (%s)", msg.model, msg.version, skip)
+                    log.info("control: %s/%s issued %s ignored (%s)", msg.model, msg.version, msg.issued_at, skip)
                 self.count(f"ignored:{skip}")
                 return f"ignored:{skip}"
-            try:
-                path = self.store.resolve_uri(msg.uri, msg.model, msg.version)
-            except (ControlError, BundleError) as exc:
-                log.warning("control: refused %s/%s: %s", msg.model, msg.version, exc)
-                self.count("refused:uri")
-                return "refused:uri"
-            outcome = await self._load_and_swap(path, msg.manifest_sha256, msg.issued_at_dt, "control",
-                                                rollback=msg.rollback)
-            if outcome == "refused:bundle":
-                self.pending_retry = msg
-            elif outcome == "activated":
-                self.pending_retry = None
-            return outcome
+            self.latest = msg
+            self.pending_retry = None
+            if self.active is not None and msg.version == self.active.version:
+                self.count("ignored:same-version")
+                return "ignored:same-version"
+            return await self._activate(msg)
+
+    async def _activate(self, msg: ControlMessage) -> str:
+        """Resolve, load and swap the version ``msg`` names (the caller holds the lock)."""
+        try:
+            path = self.store.resolve_uri(msg.uri, msg.model, msg.version)
+        except (ControlError, BundleError, ValueError, OSError) as exc:  # urlparse/os may refuse odd URIs too
+            log.warning("control: refused %s/%s: %s", msg.model, msg.version, exc)
+            self.count("refused:uri")
+            return "refused:uri"
+        outcome = await self._load_and_swap(path, msg.manifest_sha256, msg.issued_at_dt, "control",
+                                            rollback=msg.rollback)
+        if outcome == "refused:bundle":
+            self.pending_retry = msg
+        return outcome
 
     async def activate_current(self) -> str:
-        """Start-up fallback: activate the version the store's ``CURRENT`` names."""
-        version = self.store.current(self.model_name)
+        """Start-up fallback: activate the version the store's ``CURRENT`` names.
+
+        Verified like an announced bundle: every file against the manifest's checksums, and
+        the manifest against the sha256 of the trainer's ``PUBLISHED`` record when that names
+        the same version (the last announcement the broker confirmed). A malformed ``CURRENT``
+        (empty, binary, huge, a path) is refused, logged and counted (``refused:current``);
+        nothing here raises, because the follower's bootstrap calls it and an exception
+        there would restart the follower over and over."""
+        try:
+            version = self.store.read_current(self.model_name)
+        except BundleError as exc:
+            log.warning("reload: refused CURRENT of %s: %s", self.model_name, exc)
+            self.count("refused:current")
+            return "refused:current"
+        except OSError as exc:  # unreadable store: permissions, I/O error
+            log.warning("reload: cannot read CURRENT of %s: %s", self.model_name, exc)
+            self.count("refused:current")
+            return "refused:current"
         if version is None:
             return "none"
         async with self.lock:
             path = self.store.bundle_dir(self.model_name, version)
-            issued = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc) if path.exists() else \
-                datetime.now(timezone.utc)
-            return await self._load_and_swap(path, None, issued, "CURRENT")
+            sha = self.store.published_sha(self.model_name, version)
+            try:
+                issued = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+            except OSError:  # missing: the load below refuses it with the reason
+                issued = datetime.now(timezone.utc)
+            return await self._load_and_swap(path, sha, issued, "CURRENT")
 
     async def retry_pending(self) -> str | None:
         """Retry the last message whose bundle could not be read (deleted, truncated...)."""
-        msg = self.pending_retry
-        if msg is None:
-            return None
-        if self.active is not None and self.active.version == msg.version:
+        async with self.lock:
+            msg = self.pending_retry
+            if msg is None:
+                return None
+            if msg is not self.latest or (self.active is not None and self.active.version == msg.version):
+                self.pending_retry = None  # overtaken by a later message
+                return None
             self.pending_retry = None
-            return None
-        return await self.apply(msg)
+            return await self._activate(msg)
 
     async def _load_and_swap(self, path: Path, sha: str | None, issued_at: datetime, source: str,
                              rollback: bool = False) -> str:

@@ -8,10 +8,16 @@ build the score records, and a list of rejects for the DLQ:
 
 * a message that is not JSON, or not an object/array of objects, is rejected whole and
   dead-lettered with its original bytes;
+* an envelope of more than ``max_envelope_records`` items (``SCORER_MAX_ENVELOPE_RECORDS``)
+  is rejected whole, once, with its original bytes: so no message ever gives more DLQ
+  entries than that bound (a 1 MB ``[{},{},...]`` would otherwise give 333,333);
 * a record missing a key field is rejected alone. A single-object message is dead-lettered
   with its original bytes; a bad record inside an envelope is dead-lettered as that
   record's JSON (so replaying the DLQ never duplicates the envelope's good records), with
-  its index in the ``source-record-index`` header.
+  its index in the ``source-record-index`` header;
+* ``window_start`` must be ISO-8601 text or epoch seconds (a number, or digits as text)
+  between 1970 and 2200 (:func:`~.features.window_start_seconds`); any other value rejects
+  the record as a missing key field does.
 
 Booleans count as numbers (0/1); numeric strings do not (they are imputed), as the contract
 says "non-numeric". The hot loop is one list comprehension per record.
@@ -22,19 +28,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import chain
 import json
-import math
 from typing import Any, Sequence
 
 import numpy as np
 import orjson
 
-from .features import CONTEXT_FIELDS, KEY_FIELDS
+from .errors import RecordError
+from .features import CONTEXT_FIELDS, KEY_FIELDS, window_start_seconds
 
 _NAN = float("nan")
 _INF = float("inf")
 _SCALARS = (str, int, float, bool)
-#: Key fields must be non-empty strings; window_start may also be epoch seconds.
+#: Key fields must be non-empty strings; window_start a time (see the module docstring).
 _STR = str
+#: The default of ``SCORER_MAX_ENVELOPE_RECORDS``: most records one envelope may hold.
+DEFAULT_MAX_ENVELOPE_RECORDS = 10_000
 
 
 @dataclass(frozen=True)
@@ -133,18 +141,20 @@ def _key_problem(rec: dict[str, Any]) -> str | None:
         v = rec.get(name)
         if v is None:
             return f"missing key field {name!r}"
-        if type(v) is _STR:
-            if not v:
-                return f"empty key field {name!r}"
-        elif name == "window_start" and type(v) in (int, float):
-            if not math.isfinite(v):
-                return "key field 'window_start' is not a finite time"
-        else:
+        if type(v) is _STR and not v:
+            return f"empty key field {name!r}"
+        if name == "window_start":
+            try:
+                window_start_seconds(v)
+            except RecordError as exc:
+                return str(exc)
+        elif type(v) is not _STR:
             return f"key field {name!r} must be a string, got {type(v).__name__}"
     return None
 
 
-def parse_batch(values: Sequence[bytes | None], features: Sequence[str]) -> ParsedBatch:
+def parse_batch(values: Sequence[bytes | None], features: Sequence[str],
+                max_envelope_records: int = DEFAULT_MAX_ENVELOPE_RECORDS) -> ParsedBatch:
     """Parse the values of many messages into one feature matrix (see module docstring)."""
     rows: list[list[float]] = []
     records: list[dict[str, Any]] = []
@@ -168,6 +178,10 @@ def parse_batch(values: Sequence[bytes | None], features: Sequence[str]) -> Pars
         elif type(doc) is list:
             if not doc:
                 rejects.append(Reject(i, value, "empty array: no records"))
+                continue
+            if len(doc) > max_envelope_records:
+                rejects.append(Reject(i, value, f"envelope of {len(doc)} records exceeds "
+                                                f"SCORER_MAX_ENVELOPE_RECORDS ({max_envelope_records})"))
                 continue
             items, envelope = doc, True
         else:

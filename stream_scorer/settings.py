@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
 from .errors import ConfigError
+from .logs import MASK, mask_url, url_secrets
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -148,12 +149,18 @@ class Settings:
     topic_dlq: str = _setting("TOPIC_DLQ", "ja4.features.dlq", _matching(_TOPIC_RE, "a Kafka topic name"), "dead-letter topic")
     topic_control: str = _setting("TOPIC_CONTROL", "ja4.models.control", _matching(_TOPIC_RE, "a Kafka topic name"), "model control topic")
     topic_partitions: int = _setting("TOPIC_PARTITIONS", 8, _int_in(1, 10_000), "partitions of topics the product creates")
+    topic_replication_factor: int = _setting(
+        "TOPIC_REPLICATION_FACTOR", 0, _int_in(0, 32_767),
+        "replication factor of every topic the product creates (0 = the broker's default.replication.factor)")
     model_store: str = _setting("MODEL_STORE", "./var/models", _model_store, "directory of versioned model bundles")
     clickhouse_url: str = _setting("CLICKHOUSE_URL", "chdb://./var/clickhouse", _clickhouse_dsn, "clickhouse-connect DSN")
     control_signing_key: str | None = _setting(
         "CONTROL_SIGNING_KEY", None, _text, "HMAC-SHA256 key for control messages", secret=True)
     control_signing_key_previous: str | None = _setting(
         "CONTROL_SIGNING_KEY_PREVIOUS", None, _text, "previous signing key, still accepted during rotation", secret=True)
+    control_max_future_skew_s: float = _setting(
+        "CONTROL_MAX_FUTURE_SKEW_S", 300.0, _float_in(0.0, 86_400.0),
+        "control messages whose issued_at is further than this in the future are refused (s)")
     scorer_web_port: int = _setting("SCORER_WEB_PORT", 6066, _int_in(1, 65535), "worker web server port")
     scorer_web_host: str = _setting("SCORER_WEB_HOST", "127.0.0.1", _text, "worker web server bind address")
     scorer_batch_max: int = _setting("SCORER_BATCH_MAX", 1000, _int_in(1, 100_000), "messages per scoring batch")
@@ -161,6 +168,15 @@ class Settings:
         "SCORER_BATCH_MAX_BYTES", 4 * 1024 * 1024, _int_in(1024, 1024**3),
         "max bytes of message values per scoring batch (bounds batches of large envelopes)")
     scorer_batch_wait_ms: int = _setting("SCORER_BATCH_WAIT_MS", 50, _int_in(1, 60_000), "max wait of a batch (ms)")
+    scorer_max_envelope_records: int = _setting(
+        "SCORER_MAX_ENVELOPE_RECORDS", 10_000, _int_in(1, 1_000_000),
+        "most records in one envelope; a larger message goes to the DLQ once, whole")
+    output_delivery_attempts: int = _setting(
+        "OUTPUT_DELIVERY_ATTEMPTS", 5, _int_in(1, 1000),
+        "attempts to deliver a batch's outputs (scores, DLQ, sink inserts) before the process exits non-zero")
+    output_retry_backoff_s: float = _setting(
+        "OUTPUT_RETRY_BACKOFF_S", 1.0, _float_in(0.01, 600.0),
+        "first backoff between delivery attempts (doubles each attempt, at most 30 s)")
     scorer_threads: int = _setting("SCORER_THREADS", 1, _int_in(1, 256), "threads the models may use per worker")
     eif_evaluator: str = _setting(
         "EIF_EVALUATOR", "compiled", _choice("compiled", "isotree"),
@@ -217,12 +233,27 @@ class Settings:
     log_format: str = _setting("LOG_FORMAT", "text", _choice("text", "json"), "log format")
 
     def describe(self) -> dict[str, Any]:
-        """The settings as a dict for logs, with secrets masked."""
+        """The settings as a dict for logs, with secrets masked (a password inside a URL too)."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.metadata["env"]] = "***" if (f.metadata["secret"] and value) else value
+            out[f.metadata["env"]] = self._shown(f)
         return out
+
+    def _shown(self, f: Any) -> Any:
+        value = getattr(self, f.name)
+        if f.metadata["secret"] and value:
+            return MASK
+        return mask_url(value) if isinstance(value, str) else value
+
+    def __repr__(self) -> str:
+        """Like the dataclass repr, but secrets masked: a repr ends up in logs and tracebacks."""
+        return f"Settings({', '.join(f'{f.name}={self._shown(f)!r}' for f in fields(self))})"
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret value of these settings, for masking output: the secret settings and
+        the password inside ``CLICKHOUSE_URL`` (as written and percent-decoded)."""
+        values = [getattr(self, f.name) for f in fields(self) if f.metadata["secret"]]
+        return tuple(v for v in [*values, *url_secrets(self.clickhouse_url)] if v)
 
     @property
     def signing_keys(self) -> tuple[str, ...]:

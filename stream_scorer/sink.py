@@ -1,12 +1,21 @@
 """The score sink: a Faust agent (its own consumer group) that batch-inserts score records
 into ClickHouse ``ml_all_scores``.
 
-At-least-once like the scorer: a batch is acked only after ClickHouse accepted the insert,
-so a crash re-inserts at most one batch. Re-inserted rows do not duplicate query results:
-``ml_all_scores`` is a ReplacingMergeTree keyed by (window_start, src_ip, ja4, host,
-model_version), read with ``FINAL``. A score record that cannot become a row (it should
-never happen: we produce them) goes to the DLQ with the reason instead of blocking the
-partition.
+At-least-once like the scorer: a batch is acked only after ClickHouse accepted its rows and
+the broker confirmed its DLQ entries, so a crash re-inserts at most one batch. Re-inserted
+rows do not duplicate query results: ``ml_all_scores`` is a ReplacingMergeTree keyed by
+(window_start, src_ip, ja4, host, model_version), read with ``FINAL``.
+
+Per batch: every score record is read and checked on its own (:func:`read_score`: JSON, the
+fields a row needs, a ``window_start`` the contract accepts, e.g. from an older scorer that
+did not check it); one that cannot become a row goes to the DLQ with the reason. The rest is
+written by :class:`~.sink_writer.ScoreWriter`: rows ClickHouse refuses are found by splitting
+the batch in halves and dead-lettered, an outage is retried ``OUTPUT_DELIVERY_ATTEMPTS``
+times with backoff (``/ready`` says 503 meanwhile). If the batch still cannot be written, the
+sink reads nothing more, stops (committing only what was acked, never the unwritten batch)
+and exits with :data:`EXIT_WRITE_FAILED`, so the group re-delivers the batch to the next sink.
+``inserted`` (``/health``) and ``ja4_sink_rows_inserted_total`` (``/metrics``) count the rows
+written, not the dead-lettered ones.
 
 With the embedded ClickHouse (chdb) only one process may open the database directory at a
 time; the sink holds it while it runs. With a ClickHouse server there is no such limit.
@@ -16,118 +25,187 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import signal
+from typing import Any, Callable, Iterator
 
 import faust
 import orjson
 from faust.types import StreamT
 
+from .errors import SchemaError
+from .logs import redact
 from .settings import Settings
+from .sink_writer import ScoreWriter
 
 log = logging.getLogger(__name__)
 
+#: Exit status when a batch could not be written after every attempt (``EX_TEMPFAIL``):
+#: restart the sink; its consumer group re-delivers the unwritten batch.
+EXIT_WRITE_FAILED = 75
 
-def build_sink_app(settings: Settings) -> faust.App:
-    """The sink's Faust app with its one agent."""
-    from trainer.clickhouse_io import connect
+
+def read_score(value: bytes | None) -> list[Any]:
+    """A score record's bytes -> its ``ml_all_scores`` row, or :class:`SchemaError` with the
+    reason (not JSON, not an object, a field missing or unusable)."""
+    from trainer.clickhouse_io import score_row
+
+    if value is None:
+        raise SchemaError("unreadable score record: no value")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise SchemaError(f"unreadable score record: {str(exc).splitlines()[0][:200]}") from None
+    try:
+        return score_row(doc)
+    except SchemaError as exc:
+        raise SchemaError(f"score record does not fit ml_all_scores: {exc}") from None
+
+
+def _stop_process(exc: BaseException) -> None:
+    """The worker's own graceful stop (as on SIGTERM): commits what was acked, then exits."""
+    signal.raise_signal(signal.SIGTERM)
+
+
+class _SinkCollector:
+    """``/metrics`` of the sink, read from its counters at scrape time."""
+
+    def __init__(self, state: dict[str, Any], writer: ScoreWriter, ready: Callable[[], bool]) -> None:
+        self.state, self.writer, self.ready = state, writer, ready
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        w, st = self.writer, self.state
+        yield CounterMetricFamily("ja4_sink_rows_inserted", "Score rows written to ml_all_scores", value=st["inserted"])
+        yield CounterMetricFamily("ja4_sink_batches", "Batches written and acked", value=st["batches"])
+        dlq = CounterMetricFamily("ja4_sink_dlq", "Score records the sink dead-lettered, by reason", labels=["reason"])
+        dlq.add_metric(["invalid"], st["rejected"] - w.refused_rows)  # could not become a row
+        dlq.add_metric(["refused"], w.refused_rows)                    # ClickHouse refused the row
+        yield dlq
+        yield CounterMetricFamily("ja4_sink_inserts", "INSERT statements sent to ClickHouse", value=w.inserts)
+        yield CounterMetricFamily("ja4_sink_write_failures", "Insert attempts that failed for a reason not about "
+                                  "the data (ClickHouse down, timeout, table unusable)", value=w.failed_attempts)
+        yield CounterMetricFamily("ja4_sink_write_retries", "Inserts tried again after such a failure", value=w.retries)
+        yield GaugeMetricFamily("ja4_sink_write_blocked", "1 while a batch waits to be written (retrying)",
+                                value=int(w.blocked or st["failed"] is not None))
+        yield GaugeMetricFamily("ja4_sink_ready", "1 when partitions are assigned and writes succeed", value=int(self.ready()))
+
+
+def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None] = _stop_process) -> faust.App:
+    """The sink's Faust app with its one agent and its web views. ``on_fatal`` is called once
+    when a batch cannot be written; the agent then reads nothing more."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from trainer.clickhouse_io import connect, is_data_error
 
     from .faust_tuning import app_settings
 
     app = faust.App(settings.sink_app_id,
                     **app_settings(settings, settings.sink_app_id, web_port=settings.sink_web_port,
                                    batch_max=settings.sink_batch_max,
-                                   batch_wait_ms=min(settings.sink_batch_wait_ms, 500)))
+                                   batch_wait_ms=min(settings.sink_batch_wait_ms, 500)),
+                    # On stop or rebalance, commit what was acked and go: never wait for a batch
+                    # that cannot be written (it is re-delivered; re-inserts do not duplicate).
+                    stream_wait_empty=False)
     scores = app.topic(settings.topic_scores, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw")
     ch = connect(settings.clickhouse_url)
     ch.init_db()
-    state: dict[str, Any] = {"inserted": 0, "batches": 0, "rejected": 0}
+    writer: ScoreWriter = ScoreWriter(ch.insert_score_rows, attempts=settings.output_delivery_attempts,
+                                      backoff_s=settings.output_retry_backoff_s, is_data_error=is_data_error)
+    state: dict[str, Any] = {"inserted": 0, "batches": 0, "rejected": 0, "failed": None}
+
+    def assigned() -> list[int]:
+        try:
+            return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == settings.topic_scores)
+        except Exception:  # consumer not started yet
+            return []
+
+    def ready() -> bool:
+        return bool(assigned()) and not writer.blocked and state["failed"] is None
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SinkCollector(state, writer, ready))  # type: ignore[arg-type]
+
+    async def dead_letter(bad: list[tuple[Any, str]]) -> None:
+        pending = []
+        for ev, reason in bad:
+            m = ev.message
+            pending.append(await app.producer.send(dlq.get_topic_name(), m.key, m.value, None, None, [
+                ("error", reason.encode()[:1000]), ("source-topic", m.topic.encode()),
+                ("source-partition", str(m.partition).encode()), ("source-offset", str(m.offset).encode())]))
+        if pending:
+            await asyncio.gather(*pending)  # confirmed by the broker before the batch is acked
+
+    async def sink_batch(stream: StreamT, events: list) -> None:
+        rows, row_events, bad = [], [], []
+        for ev in events:
+            try:
+                rows.append(read_score(ev.message.value))
+                row_events.append(ev)
+            except SchemaError as exc:
+                bad.append((ev, f"sink: {exc}"[:1000]))
+        refused = await writer.write(rows, row_events)
+        await dead_letter(bad + refused)
+        state["inserted"] += len(rows) - len(refused)
+        state["batches"] += 1
+        state["rejected"] += len(bad) + len(refused)
+        for ev in events:
+            await stream.ack(ev)
 
     @app.agent(scores)
     async def sink_scores(stream: StreamT) -> None:
+        if state["failed"] is not None:  # restarted (a rebalance) after a failed write: read nothing
+            await asyncio.Event().wait()
         within = settings.sink_batch_wait_ms / 1000.0
-        loop = asyncio.get_running_loop()
         async for events in stream.noack_take(settings.sink_batch_max, within=within):
-            rows, bad = [], []
-            for ev in events:
-                try:
-                    doc = orjson.loads(ev.message.value)
-                    if not isinstance(doc, dict):
-                        raise ValueError("not a JSON object")
-                    rows.append(doc)
-                except ValueError as exc:
-                    bad.append((ev, f"sink: unreadable score record: {exc}"))
-            delay = 1.0
-            while True:  # ClickHouse down: keep the batch, retry with backoff, never skip it
-                try:
-                    await loop.run_in_executor(None, ch.insert_scores, rows)
-                    break
-                except Exception as exc:
-                    if _is_data_error(exc):
-                        # A row the table cannot take: insert the rest one by one, DLQ the bad.
-                        bad.extend(await loop.run_in_executor(None, _insert_one_by_one, ch, rows, good_events(events, bad)))
-                        break
-                    log.warning("sink: insert of %d rows failed (%r); retrying in %.0fs", len(rows), exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-            pending = []
-            for ev, reason in bad:
-                m = ev.message
-                pending.append(await app.producer.send(dlq.get_topic_name(), m.key, m.value, None, None, [
-                    ("error", reason.encode()[:1000]), ("source-topic", m.topic.encode()),
-                    ("source-partition", str(m.partition).encode()), ("source-offset", str(m.offset).encode())]))
-            if pending:
-                await asyncio.gather(*pending)
-            state["inserted"] += len(rows)
-            state["batches"] += 1
-            state["rejected"] += len(bad)
-            for ev in events:
-                await stream.ack(ev)
+            try:
+                await sink_batch(stream, events)
+            except Exception as exc:  # WriteFailed, an unconfirmed DLQ entry, a bug: never skip the batch
+                state["failed"] = redact(repr(exc))[:500]  # shown by /health and /ready
+                log.critical("sink: stopping; a batch of %d score records stays unacked and is re-delivered: %s",
+                             len(events), exc)
+                on_fatal(exc)
+                await asyncio.Event().wait()  # read nothing more; the stop cancels this
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        return web.json(state)
+        return web.json({"alive": True, **state, "ready": ready(), "partitions": assigned()})
+
+    @app.page("/ready")
+    async def readiness(web: Any, request: Any) -> Any:
+        ok = ready()
+        return web.json({"ready": ok, "partitions": assigned(), "write_blocked": writer.blocked,
+                         "failed": state["failed"]}, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     return app
-
-
-def _is_data_error(exc: Exception) -> bool:
-    """A row the table cannot take (bad type/value), as opposed to ClickHouse being down."""
-    from .errors import SchemaError
-
-    return isinstance(exc, (SchemaError, ValueError, TypeError, KeyError, OverflowError))
-
-
-def good_events(events: list, bad: list) -> list:
-    """The events whose values parsed (in the same order as the rows built from them)."""
-    bad_ids = {id(ev) for ev, _ in bad}
-    return [ev for ev in events if id(ev) not in bad_ids]
-
-
-def _insert_one_by_one(ch: Any, rows: list[dict], events: list) -> list:
-    """Slow path after a data error: insert row by row, return (event, reason) of the bad."""
-    bad = []
-    for row, ev in zip(rows, events):
-        try:
-            ch.insert_scores([row])
-        except Exception as exc:
-            if not _is_data_error(exc):
-                raise
-            bad.append((ev, f"sink: score record does not fit ml_all_scores: {exc}"))
-    return bad
 
 
 def run_sink(settings: Settings) -> int:
     """``stream-scorer sink``: run the sink worker until SIGTERM/Ctrl-C."""
     from faust.worker import Worker
 
-    from .cli import ensure_topics, setup_logging
+    from .cli import setup_logging
+    from .topics import ensure_topics, sink_topics
 
     setup_logging(settings)
-    ensure_topics(settings, [settings.topic_scores, settings.topic_dlq])
-    app = build_sink_app(settings)
+    ensure_topics(settings, sink_topics(settings))
+    failures: list[BaseException] = []
+
+    def on_fatal(exc: BaseException) -> None:
+        failures.append(exc)
+        _stop_process(exc)
+
+    app = build_sink_app(settings, on_fatal)
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # its terminal escapes would corrupt log lines (and JSON logs)
     worker.on_setup_root_logger = lambda logger, level: setup_logging(settings)  # type: ignore[method-assign]
-    worker.execute_from_commandline()
-    return 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if not failures:
+            raise
+    return EXIT_WRITE_FAILED if failures else 0

@@ -1,53 +1,65 @@
-"""Reading the control topic from outside a worker (``stream-scorer status``, tests, demo)."""
+"""Reading the control topic from outside a worker (``stream-scorer status``, tests, demo).
+
+The topic is read from the start to the end and handed to :func:`.control.latest_valid`,
+the same choice a starting replica makes: what is reported is what a replica would serve,
+and a message that cannot be read or verified is counted, never fatal.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+import uuid
+from typing import Any, Iterator
 
-import orjson
-
+from .control import ControlLedger, ControlRecord, latest_valid, to_dict
 from .settings import Settings
 
 
-def latest_control_messages(settings: Settings, timeout_s: float = 10.0) -> dict[str, dict[str, Any]]:
-    """The latest JSON message per key on the control topic (read from the start to the end)."""
-    from confluent_kafka import Consumer, TopicPartition
+def read_control_records(settings: Settings, timeout_s: float = 10.0) -> Iterator[ControlRecord]:
+    """Every record of the control topic, partition by partition in offset order, up to the
+    end of each partition (a throw-away consumer: no group membership, no commits)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     from .kafka_config import confluent_config
 
-    consumer = Consumer({**confluent_config(settings), "group.id": "ja4-status-reader",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    latest: dict[str, dict[str, Any]] = {}
+    topic = settings.topic_control
+    consumer = Consumer({**confluent_config(settings), "group.id": f"ja4-status-reader-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "enable.partition.eof": True,
+                         "auto.offset.reset": "earliest"})
     try:
-        meta = consumer.list_topics(settings.topic_control, timeout=timeout_s)
-        topic = meta.topics.get(settings.topic_control)
-        if topic is None or topic.error is not None or not topic.partitions:
-            return {}
-        tps = []
-        for p in topic.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(settings.topic_control, p), timeout=timeout_s)
-            if high > low:
-                tps.append((TopicPartition(settings.topic_control, p, low), high))
-        if not tps:
-            return {}
-        consumer.assign([tp for tp, _ in tps])
-        remaining = {tp.partition: high for tp, high in tps}
-        import time
-
+        # All topics: a metadata request naming a missing topic may auto-create it.
+        meta = consumer.list_topics(timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            return
+        partitions = sorted(meta.partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        # The end of a partition is librdkafka's partition-EOF event rather than a watermark
+        # read up front: on the embedded broker a watermark read just after a produce may
+        # lag the records already fetchable.
+        pending = set(partitions)
         deadline = time.monotonic() + timeout_s
-        while remaining and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
                 continue
-            try:
-                doc = orjson.loads(msg.value() or b"null")
-            except orjson.JSONDecodeError:
-                doc = None
-            if isinstance(doc, dict):
-                key = (msg.key() or b"").decode(errors="replace") or str(doc.get("model"))
-                latest[key] = doc
-            if msg.offset() + 1 >= remaining.get(msg.partition(), 0):
-                remaining.pop(msg.partition(), None)
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                continue
+            offset = msg.offset()
+            yield ControlRecord(msg.value(), msg.key(), msg.partition() or 0, -1 if offset is None else offset)
     finally:
         consumer.close()
-    return latest
+
+
+def read_control(settings: Settings, timeout_s: float = 10.0) -> ControlLedger:
+    """The latest valid message per model (verified with this process's signing keys) and
+    the refusals, as a starting replica would choose."""
+    return latest_valid(read_control_records(settings, timeout_s), settings.signing_keys,
+                        max_future_skew_s=settings.control_max_future_skew_s)
+
+
+def latest_control_messages(settings: Settings, timeout_s: float = 10.0) -> dict[str, dict[str, Any]]:
+    """The latest valid message per model, as a dict of its fields."""
+    return {model: to_dict(chosen.message) for model, chosen in read_control(settings, timeout_s).latest.items()}

@@ -1,8 +1,9 @@
 """Web views of a scorer replica (Faust's web server on ``SCORER_WEB_PORT``).
 
 ``/health`` (and ``/live``): liveness, 200 while the event loop answers, with the readiness
-state in the body; ``/ready``: 200 only when a model is active and partitions of the
-features topic are assigned, else 503; ``/model``: the active model, reload outcomes and
+state in the body; ``/ready``: 200 only when a model is active, partitions of the
+features topic are assigned and outputs are being delivered (not retried, not given up on),
+else 503; ``/model``: the active model, reload outcomes and
 the last control message; ``/metrics``: Prometheus text format.
 """
 
@@ -15,6 +16,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import metrics
+from .agents import DELIVERY
 from .app import app, follower, holder, settings
 
 
@@ -29,8 +31,9 @@ def _assigned() -> list[int]:
 def readiness() -> dict:
     active = holder.active
     parts = _assigned()
-    return {"ready": active is not None and bool(parts), "model_active": active is not None,
-            "model_version": active.version if active else None, "partitions": parts}
+    delivery = DELIVERY.state
+    return {"ready": active is not None and bool(parts) and delivery == "ok", "model_active": active is not None,
+            "model_version": active.version if active else None, "partitions": parts, "delivery": delivery}
 
 
 @app.page("/health")
@@ -44,7 +47,8 @@ class Health(View):
 
 @app.page("/ready")
 class Ready(View):
-    """Readiness: 200 only when a model is active and partitions are assigned, else 503."""
+    """Readiness: 200 only when a model is active, partitions are assigned and outputs are
+    delivered (``delivery`` is ``ok``, not ``retrying`` or ``failed``), else 503."""
 
     async def get(self, request: Request) -> Response:
         state = readiness()

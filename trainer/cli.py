@@ -34,7 +34,7 @@ import numpy as np
 from stream_scorer.bundle import read_manifest
 from stream_scorer.errors import ConfigError, Ja4StreamError
 from stream_scorer.features import DEFAULT_FEATURES, KEY_FIELDS
-from stream_scorer.logs import configure_logging
+from stream_scorer.logs import configure_logging, mask_url, redact
 from stream_scorer.settings import Settings, add_setting_flags, load_settings
 
 log = logging.getLogger("trainer")
@@ -47,7 +47,7 @@ E_LOAD_SOURCE = "load needs exactly one of --file PATH or --simulate"
 # --- logging -----------------------------------------------------------------------------
 
 def setup_logging(settings: Settings) -> None:
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
     for noisy in ("clickhouse_connect", "matplotlib", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -60,7 +60,7 @@ def _print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, redact(value))
     Console(soft_wrap=True).print(table)
 
 
@@ -115,7 +115,7 @@ def cmd_init_db(args: argparse.Namespace, settings: Settings) -> int:
 
     with connect(settings.clickhouse_url) as ch:
         ch.init_db(settings.features or DEFAULT_FEATURES)
-        print(f"database {ch.database} ready ({settings.clickhouse_url}): view_ai_features_1h, ml_all_scores, "
+        print(f"database {ch.database} ready ({mask_url(settings.clickhouse_url)}): view_ai_features_1h, ml_all_scores, "
               "soc_labels, model_training_history")
     return 0
 
@@ -163,7 +163,7 @@ def cmd_run_once(args: argparse.Namespace, settings: Settings) -> int:
         print(result.reason, file=sys.stderr)
         return 0
     if result.publish_error:
-        print(f"{PROG}: {result.current} is current on disk but was not announced: {result.publish_error}",
+        print(f"{PROG}: {result.current} is current on disk but was not announced: {redact(result.publish_error)}",
               file=sys.stderr)
         return 1
     return 0
@@ -193,7 +193,7 @@ def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
     result = Trainer(settings).activate(args.version)
     _print_table(f"{PROG} activate", result.summary())
     if result.publish_error:
-        print(f"{PROG}: CURRENT now names {args.version}, but the announcement failed: {result.publish_error}; "
+        print(f"{PROG}: CURRENT now names {args.version}, but the announcement failed: {redact(result.publish_error)}; "
               "the next run-once/loop iteration announces it", file=sys.stderr)
         return 1
     return 0
@@ -234,10 +234,11 @@ def status(settings: Settings, kafka_timeout: float = 5.0) -> dict[str, Any]:
         out["decisions_error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     try:
         latest = read_control_latest(settings, timeout=kafka_timeout)
-        entry = latest.get(model)
-        out["control"] = (None if entry is None else
-                          {"partition": entry.partition, "offset": entry.offset, "error": entry.error,
-                           "message": entry.message.__dict__ if entry.message else None})
+        control = latest.get(model)
+        out["control"] = (None if control is None else
+                          {"partition": control.partition, "offset": control.offset, "error": control.error,
+                           "message": control.message.__dict__ if control.message else None,
+                           "refused": control.refused})
     except Exception as exc:  # Kafka may be down
         out["control_error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return out
@@ -246,7 +247,7 @@ def status(settings: Settings, kafka_timeout: float = 5.0) -> dict[str, Any]:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     info = status(settings)
     if args.json:
-        print(json.dumps(info, indent=1, default=str))
+        print(redact(json.dumps(info, indent=1, default=str)))
         return 0
     rows = [("model", info["model"]), ("store", info["store"]), ("current", info["current"] or "-")]
     for v in info["versions"]:
@@ -267,7 +268,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         rows.append(("control topic", f"activate {m['version']} issued {m['issued_at']} by {m['issued_by']}"
                                       f"{' (rollback)' if m['rollback'] else ''} [offset {control['offset']}]"))
     else:
-        rows.append(("control topic", f"latest message refused: {control['error']}"))
+        rows.append(("control topic", f"no valid message; last refused: {control['error']}"))
+    if control and control.get("refused"):
+        rows.append(("control refused", ", ".join(f"{n} {why}" for why, n in sorted(control["refused"].items()))))
     _print_table(f"{PROG} status", rows)
     return 0
 
@@ -323,6 +326,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings)
+    if args.command in ("run-once", "loop") and not settings.control_signing_key:
+        from stream_scorer.control import W_UNSIGNED
+
+        log.warning(W_UNSIGNED)
     from clickhouse_connect.driver.exceptions import ClickHouseError
     from confluent_kafka import KafkaException
 
@@ -330,10 +337,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         return args.func(args, settings)
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {redact(exc)}", file=sys.stderr)
         return 2
     except (Ja4StreamError, ClickHouseError, KafkaException, OSError) as exc:
-        print(f"{PROG}: {args.command} failed: {_one_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: {args.command} failed: {redact(_one_line(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted after {time.monotonic() - started:.0f} s", file=sys.stderr)

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlparse, urlunparse
 import numpy as np
 
 from stream_scorer.errors import ConfigError, SchemaError
-from stream_scorer.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS
+from stream_scorer.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS, window_start_seconds
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def ident(name: str, what: str = "identifier") -> str:
     >>> ident("hits")
     '`hits`'
     """
-    if not isinstance(name, str) or not IDENT_RE.match(name):
+    if not isinstance(name, str) or not IDENT_RE.fullmatch(name):
         raise SchemaError(f"{what} {name!r} is not an identifier (letters, digits, '_'; not starting with a digit)")
     return f"`{name}`"
 
@@ -180,9 +180,18 @@ def _float_or_none(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: The last second a ClickHouse ``DateTime`` holds (2106-02-07T06:28:15Z).
+DATETIME_MAX = 2**32 - 1
+
+
 def _int_or_none(value: Any) -> int | None:
+    """An ``Int64`` cell: NULL when missing, non-numeric or beyond 64 bits (it cannot be stored)."""
     number = _float_or_none(value)
-    return int(number) if number is not None else None
+    if number is None:
+        return None
+    n = int(number)
+    return n if _INT64_MIN <= n <= _INT64_MAX else None
 
 
 def _text(value: Any) -> str:
@@ -193,6 +202,82 @@ def _is_numeric_value(value: Any) -> bool:
     if value is None or isinstance(value, (int, float)):  # bool is an int: a 0/1 flag
         return True
     return False
+
+
+def score_row(r: Mapping[str, Any]) -> list[Any]:
+    """One score record -> one ``ml_all_scores`` row, in :data:`SCORE_COLUMNS` order.
+
+    Raises :class:`SchemaError` naming the field for any value the row cannot hold, so a bad
+    record is refused alone, before it reaches ClickHouse: a missing field, a ``window_start``
+    the contract refuses (:func:`~stream_scorer.features.window_start_seconds`) or beyond
+    ``DateTime`` (2106), a score that is not a number, a ``scored_at`` that is not a time.
+    """
+    if not isinstance(r, Mapping):
+        raise SchemaError(f"a score record must be a JSON object, got {type(r).__name__}")
+    for key in (*KEY_FIELDS, "anomaly_score", "threat_level", "model_version"):
+        if r.get(key) is None:
+            raise SchemaError(f"field {key!r} is missing")
+    window = int(window_start_seconds(r["window_start"]))  # a RecordError is a SchemaError
+    if window > DATETIME_MAX:
+        raise SchemaError(f"window_start {r['window_start']!r} is after 2106-02-07T06:28:15Z, "
+                          "the end of ClickHouse's DateTime")
+    anomaly = _score_number(r, "anomaly_score")
+    eif = _score_number(r, "eif_score") if r.get("eif_score") is not None else anomaly
+    imputed = r.get("imputed") or []
+    if not isinstance(imputed, list):
+        raise SchemaError(f"field 'imputed' must be a list of feature names, got {type(imputed).__name__}")
+    scored_at = to_datetime(r["scored_at"], "scored_at") if r.get("scored_at") is not None else datetime.now(timezone.utc)
+    return [window, _text(r["src_ip"]), _text(r["ja4"]), _text(r["host"]), anomaly, eif,
+            _float_or_none(r.get("ae_score")), _float_or_none(r.get("xgb_prob")),
+            _text(r["threat_level"]), _text(r.get("model_name", "")), _text(r["model_version"]),
+            scored_at, [str(x) for x in imputed], _int_or_none(r.get("asn_number")), _text(r.get("country_code")),
+            _text(r.get("browser_family")), _text(r.get("bot_name"))]
+
+
+def _score_number(r: Mapping[str, Any], key: str) -> float:
+    value = r[key]
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise SchemaError(f"field {key!r} must be a number, got {value!r:.80}") from None
+
+
+#: ClickHouse error codes that refuse the rows themselves (a value the column or a constraint
+#: does not take), as opposed to the server, the table or the connection being unusable.
+DATA_ERROR_CODES: frozenset[int] = frozenset({
+    6,    # CANNOT_PARSE_TEXT
+    27,   # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    38,   # CANNOT_PARSE_DATE
+    41,   # CANNOT_PARSE_DATETIME
+    53,   # TYPE_MISMATCH
+    69,   # ARGUMENT_OUT_OF_BOUND
+    70,   # CANNOT_CONVERT_TYPE
+    72,   # CANNOT_PARSE_NUMBER
+    117,  # INCORRECT_DATA
+    131,  # TOO_LARGE_STRING_SIZE
+    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    469,  # VIOLATED_CONSTRAINT
+})
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """True when an insert failed because of the rows (retrying them cannot help; split them
+    to find the bad ones), False when ClickHouse is down, slow or the table unusable (retry).
+
+    Told apart by class and by ClickHouse's numeric error code, never by message text: our
+    own conversion errors and clickhouse-connect's ``DataError`` (a value it cannot
+    serialise) are about the data; so is a server error with a code in
+    :data:`DATA_ERROR_CODES`. Anything else (``OperationalError``: connection refused, reset,
+    timeout; an unknown table; a read-only or failing server) is not.
+    """
+    from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
+
+    if isinstance(exc, (SchemaError, ValueError, TypeError, OverflowError, DataError)):
+        return True
+    if isinstance(exc, OperationalError):
+        return False
+    return isinstance(exc, DatabaseError) and getattr(exc, "code", None) in DATA_ERROR_CODES
 
 
 # --- connecting --------------------------------------------------------------------------
@@ -247,7 +332,7 @@ def parse_dsn(dsn: str) -> Target:
 
 
 def _check_database(name: str) -> None:
-    if not IDENT_RE.match(name):
+    if not IDENT_RE.fullmatch(name):
         raise ConfigError(f"CLICKHOUSE_URL: database {name!r} is not an identifier (letters, digits, '_')")
 
 
@@ -386,7 +471,7 @@ class ClickHouseIO:
 
     def numeric_columns(self, table: str = FEATURES_TABLE) -> list[str]:
         reserved = set(KEY_FIELDS) | set(CONTEXT_FIELDS)
-        return [n for n, t in self.columns(table).items() if n not in reserved and _NUMERIC_TYPE.match(t)]
+        return [n for n, t in self.columns(table).items() if n not in reserved and _NUMERIC_TYPE.fullmatch(t)]
 
     def usable_features(self, wanted: Sequence[str] | None = None) -> tuple[str, ...]:
         """``FEATURES`` (or the default list) intersected with the numeric columns present,
@@ -455,7 +540,7 @@ class ClickHouseIO:
                 f"ALTER TABLE {self.table(FEATURES_TABLE)} ADD COLUMN IF NOT EXISTS {ident(name, 'feature')} Nullable(Float64)")
             log.info("added feature column %s", name)
         feature_cols = [n for n in numeric
-                        if n in new or (n in table_cols and _NUMERIC_TYPE.match(table_cols[n]))]
+                        if n in new or (n in table_cols and _NUMERIC_TYPE.fullmatch(table_cols[n]))]
         cols = [*KEY_FIELDS, *CONTEXT_FIELDS, *feature_cols]
         data = []
         for i, row in enumerate(rows):
@@ -473,22 +558,18 @@ class ClickHouseIO:
     def insert_scores(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Insert score records as published on the scores topic (dicts; ``window_start`` ISO
         or epoch seconds, ``scored_at`` ISO or epoch; extra keys ignored)."""
-        if not rows:
-            return 0
         data = []
         for i, r in enumerate(rows):
-            for key in (*KEY_FIELDS, "anomaly_score", "threat_level", "model_version"):
-                if r.get(key) is None:
-                    raise SchemaError(f"score row {i}: field {key!r} is missing")
-            data.append([
-                to_epoch(r["window_start"]), _text(r["src_ip"]), _text(r["ja4"]), _text(r["host"]),
-                float(r["anomaly_score"]), float(r.get("eif_score") if r.get("eif_score") is not None else r["anomaly_score"]),
-                _float_or_none(r.get("ae_score")), _float_or_none(r.get("xgb_prob")),
-                _text(r["threat_level"]), _text(r.get("model_name", "")), _text(r["model_version"]),
-                to_datetime(r["scored_at"], "scored_at") if r.get("scored_at") is not None else datetime.now(timezone.utc),
-                [str(x) for x in (r.get("imputed") or [])],
-                _int_or_none(r.get("asn_number")), _text(r.get("country_code")),
-                _text(r.get("browser_family")), _text(r.get("bot_name"))])
+            try:
+                data.append(score_row(r))
+            except SchemaError as exc:
+                raise SchemaError(f"score row {i}: {exc}") from None
+        return self.insert_score_rows(data)
+
+    def insert_score_rows(self, data: Sequence[Sequence[Any]]) -> int:
+        """Insert rows already built by :func:`score_row` (the sink validates each first)."""
+        if not data:
+            return 0
         self.client.insert(SCORES_TABLE, data, column_names=[c for c, _ in SCORE_COLUMNS], database=self.database)
         return len(data)
 

@@ -13,11 +13,11 @@ import logging
 import socket
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
-from stream_scorer.control import ControlMessage, build_activate, parse_control
-from stream_scorer.errors import ControlError, Ja4StreamError
+from stream_scorer.control import ControlMessage, ControlRecord, build_activate, latest_valid
+from stream_scorer.errors import Ja4StreamError
 from stream_scorer.kafka_config import confluent_config
 from stream_scorer.settings import Settings
 
@@ -61,33 +61,14 @@ def issued_by() -> str:
 
 
 def ensure_control_topic(settings: Settings, timeout: float = 10.0) -> bool:
-    """Create the control topic (compacted, one partition) unless it exists; True if created."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    """Create the control topic unless it exists (compacted, one partition, the replication of
+    :mod:`stream_scorer.topics`, the helper every process uses); True if created."""
+    from stream_scorer.topics import TopicError, control_topic, ensure_topics
 
-    topic = settings.topic_control
-    admin = AdminClient({**_client_config(settings), "socket.timeout.ms": int(timeout * 1000)})
     try:
-        # All topics, not list_topics(topic=...): a metadata request naming a missing topic
-        # may auto-create it on the broker, with default partitions and no compaction.
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise PublishError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
-    meta = metadata.topics.get(topic)
-    if meta is not None and meta.error is None and meta.partitions:
-        return False
-    futures = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=-1,
-                                            config={"cleanup.policy": "compact"})],
-                                  operation_timeout=timeout, request_timeout=timeout)
-    try:
-        futures[topic].result(timeout)
-    except KafkaException as exc:
-        err = exc.args[0] if exc.args else None
-        if getattr(err, "code", lambda: None)() == KafkaError.TOPIC_ALREADY_EXISTS:
-            return False
-        raise PublishError(f"cannot create control topic {topic!r}: {exc}") from None
-    log.info("created control topic %s (cleanup.policy=compact)", topic)
-    return True
+        return bool(ensure_topics(settings, [control_topic(settings)], timeout=timeout))
+    except TopicError as exc:
+        raise PublishError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -135,7 +116,8 @@ def publish_activate(settings: Settings, *, model: str, version: str, uri: str, 
 
 @dataclass(frozen=True)
 class ControlEntry:
-    """The latest message of one key: parsed, or the reason it was refused."""
+    """The latest valid message of one model (what a starting replica would serve), or,
+    when there is none, the last refused message of that key and why it was refused."""
 
     key: str
     partition: int
@@ -143,18 +125,35 @@ class ControlEntry:
     message: ControlMessage | None
     error: str | None = None
     value: bytes | None = None
+    #: Messages of the whole topic refused, by reason (``malformed``, ``signature``, ``future``...).
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 def read_control_latest(settings: Settings, timeout: float = 10.0) -> dict[str, ControlEntry]:
-    """The latest control message per key, read from the beginning to the end of every
-    partition (a throw-away consumer: no group membership, no commits)."""
+    """The latest valid control message per model under the replicas' own rule
+    (:func:`stream_scorer.control.latest_valid`), read from the beginning to the end of every
+    partition (a throw-away consumer: no group membership, no commits); a key whose
+    messages were all refused gets an entry with the last refusal."""
+    records = list(_read_control_records(settings, timeout))
+    ledger = latest_valid(records, settings.signing_keys, max_future_skew_s=settings.control_max_future_skew_s)
+    refused = dict(ledger.refused)
+    latest: dict[str, ControlEntry] = {}
+    for key, (rec, exc) in ledger.last_refused.items():
+        latest[key] = ControlEntry(key, rec.partition, rec.offset, None, f"{exc.reason}: {exc}", rec.value, refused)
+    for model, chosen in ledger.latest.items():
+        rec = chosen.record
+        latest[model] = ControlEntry(model, rec.partition, rec.offset, chosen.message, None, rec.value, refused)
+    return latest
+
+
+def _read_control_records(settings: Settings, timeout: float) -> Iterator[ControlRecord]:
+    """Every record of the control topic, in offset order per partition."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
     topic = settings.topic_control
     consumer = Consumer({**_client_config(settings), "group.id": f"stream-trainer-status-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "enable.partition.eof": True,
                          "auto.offset.reset": "earliest"})
-    latest: dict[str, ControlEntry] = {}
     try:
         try:
             metadata = consumer.list_topics(timeout=timeout)  # all topics: see ensure_control_topic
@@ -162,7 +161,7 @@ def read_control_latest(settings: Settings, timeout: float = 10.0) -> dict[str, 
             raise PublishError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
         meta = metadata.topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
-            return {}
+            return
         partitions = sorted(meta.partitions)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         # End of a partition = librdkafka's partition-EOF event, not a watermark read up front:
@@ -174,22 +173,15 @@ def read_control_latest(settings: Settings, timeout: float = 10.0) -> dict[str, 
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     pending.discard(msg.partition())
                     continue
                 raise PublishError(f"reading {topic!r}: {msg.error()}")
-            key = (msg.key() or b"").decode("utf-8", "replace")
-            if msg.value() is None:  # tombstone: the key was deleted
-                latest.pop(key, None)
-                continue
-            try:
-                parsed, error = parse_control(msg.value(), settings.signing_keys), None
-            except ControlError as exc:
-                parsed, error = None, str(exc)
-            latest[key] = ControlEntry(key, msg.partition(), msg.offset(), parsed, error, msg.value())
+            offset = msg.offset()
+            yield ControlRecord(msg.value(), msg.key(), msg.partition() or 0, -1 if offset is None else offset)
         if pending:
             log.warning("control topic %s: partitions %s not read to the end within %.0fs", topic, sorted(pending), timeout)
     finally:
         consumer.close()
-    return latest

@@ -10,11 +10,11 @@ import sys
 QUICK = {"EIF_NTREES": "40", "AE_EPOCHS": "3", "SCORER_BATCH_WAIT_MS": "20"}
 
 
-def run_demo(var, duration: int) -> dict:
+def run_demo(var, duration: int, broker: str = "tansu") -> dict:
     env = {**os.environ, **QUICK}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the demo starts its own embedded broker
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the demo starts its own broker
     out = subprocess.run([sys.executable, "-m", "stream_scorer.cli", "demo", "--duration", str(duration), "--rate", "150",
-                          "--history-rate", "40", "--var", str(var), "--no-live"],
+                          "--history-rate", "40", "--var", str(var), "--no-live", "--broker", broker],
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return json.loads((var / "demo" / "summary.json").read_text())
@@ -22,15 +22,26 @@ def run_demo(var, duration: int) -> dict:
 
 import pytest
 
+#: The demo on each broker the session has: `--broker kafka` (Apache Kafka, where java and mvn
+#: are installed) and the embedded default `--broker tansu` (tests/conftest.py).
+pytestmark = pytest.mark.both_brokers
+
 
 @pytest.fixture(scope="module")
-def demo_var(tmp_path_factory):
-    return tmp_path_factory.mktemp("demo") / "var"
+def demo_broker(broker_kind: str) -> str:
+    if broker_kind not in ("kafka", "tansu"):
+        pytest.skip(f"the demo starts its own broker: kafka or tansu, not {broker_kind}")
+    return broker_kind
 
 
-def test_demo_end_to_end(demo_var) -> None:
+@pytest.fixture(scope="module")
+def demo_var(tmp_path_factory, demo_broker):
+    return tmp_path_factory.mktemp(f"demo-{demo_broker}") / "var"
+
+
+def test_demo_end_to_end(demo_var, demo_broker) -> None:
     var = demo_var
-    s = run_demo(var, 30)
+    s = run_demo(var, 30, demo_broker)
     assert s["records_scored"] == s["records_sent"] > 0
     assert len(s["replicas_served"]) == 2 and all(v > 0 for v in s["replicas_served"].values())
     assert s["retrained_version"] and s["retrained_version"] != s["first_version"]
@@ -43,7 +54,7 @@ def test_demo_end_to_end(demo_var) -> None:
 
 
 @pytest.mark.slow
-def test_demo_rerun_in_same_var(demo_var) -> None:
+def test_demo_rerun_in_same_var(demo_var, demo_broker) -> None:
     """Re-running in the same ./var works (history and models are reused)."""
-    s2 = run_demo(demo_var, 15)
+    s2 = run_demo(demo_var, 15, demo_broker)
     assert s2["records_scored"] == s2["records_sent"] > 0

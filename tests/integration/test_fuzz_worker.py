@@ -38,6 +38,7 @@ import uuid
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -306,6 +307,10 @@ FEATURE_VALUES = st.one_of(NUMBERS, NUMBERS, NON_FINITE_LOOKING, st.text(max_siz
 KEY_STRINGS = st.text(min_size=1, max_size=24)
 WINDOW_STARTS = st.one_of(st.datetimes().map(lambda d: d.isoformat()), st.integers(), HUGE_INTS, EXTREME_FLOATS,
                           st.floats(allow_nan=False, allow_infinity=False), KEY_STRINGS)
+#: What the contract accepts as window_start: ISO-8601 or epoch seconds from 1970 up to 2200.
+VALID_WINDOW_STARTS = st.one_of(
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 30)).map(lambda d: d.isoformat()),
+    st.integers(0, 7_258_118_399), st.floats(0, 7_258_118_399))
 BAD_KEY_VALUES = st.one_of(st.just(""), st.none(), st.booleans(), st.lists(st.integers(), max_size=2),
                            st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.floats(), st.integers())
 
@@ -318,7 +323,7 @@ def records(draw: st.DrawFn, valid: bool = False, feature_values: st.SearchStrat
     for name in KEY_FIELDS:
         fate = "ok" if valid else draw(st.sampled_from(["ok"] * 8 + ["missing", "bad"]))
         if fate == "ok":
-            rec[name] = draw(WINDOW_STARTS if name == "window_start" else KEY_STRINGS)
+            rec[name] = draw((VALID_WINDOW_STARTS if valid else WINDOW_STARTS) if name == "window_start" else KEY_STRINGS)
         elif fate == "bad":
             rec[name] = draw(BAD_KEY_VALUES)
     for name in draw(st.lists(st.sampled_from(DEFAULT_FEATURES), unique=True, max_size=len(DEFAULT_FEATURES))):

@@ -10,6 +10,9 @@ from stream_scorer.features import KEY_FIELDS
 from stream_scorer.simulator import TrafficSimulator
 from tests.helpers import Collector, Worker, headers_of, produce, quick_bundle, record_key, records_to_messages, topic_env
 
+#: The worker on Apache Kafka and on the embedded default alike (tests/conftest.py).
+pytestmark = pytest.mark.both_brokers
+
 
 @pytest.fixture
 def store(tmp_path):

@@ -609,3 +609,116 @@ def test_store_lock_waits_up_to_its_deadline(tmp_path):
             with store.lock("default", wait_s=0.5):
                 pass
         assert 0.4 <= time.monotonic() - started < 3.0
+
+
+# --- verified bytes are the bytes loaded (issue 13, item 8) ----------------------------------
+
+@pytest.mark.parametrize("name", ["eif.isotree", "xgb.ubj", "ae.pt"])
+def test_a_file_swapped_after_its_check_is_not_what_gets_loaded(copy, fitted, pristine, monkeypatch, name):
+    """Replace a model file with another valid model (and fix its checksum) at the last moment
+    before the parser runs: the loaded member still scores like the file that was hashed."""
+    from stream_scorer.detectors import AutoencoderDetector, XGBDetector
+
+    ens, X, Xp = fitted
+    other_dir = copy.parent / "other"
+    other_dir.mkdir()
+    if name == "eif.isotree":
+        EIFDetector(ntrees=50, random_seed=99).fit(X).save(other_dir)
+        cls = EIFDetector
+    elif name == "xgb.ubj":
+        y = (X[:, 0] > np.median(X[:, 0])).astype(int)
+        XGBDetector(n_estimators=5).fit(X, y).save(other_dir)
+        cls = XGBDetector
+    else:
+        AutoencoderDetector(epochs=1, random_seed=7).fit(X[:, ::-1].copy()).save(other_dir)
+        cls = AutoencoderDetector
+    original = cls.__dict__["load"].__func__
+
+    def swap_then_load(klass, *args, **kwargs):  # the race: the store changes between check and parse
+        shutil.copyfile(other_dir / name, copy / name)
+        refresh_sha(copy, name)
+        return original(klass, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "load", classmethod(swap_then_load))
+    loaded = load_bundle(copy, eif_evaluator="isotree", ae_evaluator="torch")
+    assert sha(copy / name) != pristine_sha(pristine, name), "the file on disk was swapped"
+    reference = load_bundle(pristine.path, eif_evaluator="isotree", ae_evaluator="torch").ensemble.score(Xp)
+    got = loaded.ensemble.score(Xp)
+    member = {"eif.isotree": "eif", "xgb.ubj": "xgb", "ae.pt": "ae"}[name]
+    np.testing.assert_allclose(getattr(got, member), getattr(reference, member), rtol=0, atol=1e-9)
+    smoke_check(loaded)
+
+
+def pristine_sha(pristine, name: str) -> str:
+    return sha(pristine.path / name)
+
+
+def test_build_ensemble_uses_only_the_bytes_given(copy, fitted):
+    """``read_verified`` then ``build_ensemble``: the store can be emptied in between."""
+    from stream_scorer.bundle import build_ensemble, read_verified
+
+    _, _, Xp = fitted
+    manifest, _ = read_manifest(copy)
+    files = read_verified(copy, manifest)
+    shutil.rmtree(copy)
+    ens = build_ensemble(manifest, files)
+    assert np.all(np.isfinite(ens.score(Xp).anomaly))
+
+
+def test_read_verified_refuses_a_changed_byte_without_parsing(copy):
+    from stream_scorer.bundle import read_verified
+
+    manifest, _ = read_manifest(copy)
+    data = bytearray((copy / "ae.pt").read_bytes())
+    data[10] ^= 0xFF
+    (copy / "ae.pt").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256 of ae.pt"):
+        read_verified(copy, manifest)
+
+
+# --- CURRENT and PUBLISHED pointers (issue 13, item 8) ---------------------------------------
+
+@pytest.mark.parametrize("content", [b"", b"\n  \n", b"\xff\xfe\x00garbage", "versión".encode(), b"../../x",
+                                     b"/etc/passwd", b"a/b", b"..", b"v1\x00", b"x" * 300, b"v" * 100_000])
+def test_malformed_current_is_refused_with_a_reason(tmp_path, content):
+    store = ModelStore(tmp_path)
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / CURRENT).write_bytes(content)
+    with pytest.raises(BundleError):
+        store.read_current("default")
+    assert store.current("default") is None  # the trainer's lenient view: "no current version"
+
+
+def test_current_that_is_not_a_regular_file_is_refused(tmp_path):
+    store = ModelStore(tmp_path)
+    (tmp_path / "default" / CURRENT).mkdir(parents=True)
+    with pytest.raises(BundleError, match="not a regular file"):
+        store.read_current("default")
+    target = tmp_path / "elsewhere"
+    target.write_text("v1\n")
+    (tmp_path / "default" / CURRENT).rmdir()
+    os.symlink(target, tmp_path / "default" / CURRENT)
+    with pytest.raises(BundleError, match="not a regular file"):
+        store.read_current("default")
+
+
+def test_read_current_reads_a_good_pointer_and_none_when_missing(tmp_path):
+    store = ModelStore(tmp_path)
+    assert store.read_current("default") is None
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / CURRENT).write_text("20260101T000000000Z-aaaa\n")
+    assert store.read_current("default") == "20260101T000000000Z-aaaa"
+
+
+def test_published_sha_only_for_the_version_it_names(tmp_path):
+    from stream_scorer.bundle import PUBLISHED
+
+    store = ModelStore(tmp_path)
+    (tmp_path / "default").mkdir()
+    assert store.published_sha("default", "v1") is None
+    (tmp_path / "default" / PUBLISHED).write_text(json.dumps({"version": "v1", "manifest_sha256": "a" * 64}))
+    assert store.published_sha("default", "v1") == "a" * 64
+    assert store.published_sha("default", "v2") is None
+    for bad in ("{oops", json.dumps({"version": "v1", "manifest_sha256": "nothex"}), "[]"):
+        (tmp_path / "default" / PUBLISHED).write_text(bad)
+        assert store.published_sha("default", "v1") is None

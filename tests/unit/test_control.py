@@ -207,3 +207,118 @@ def test_deeply_nested_field_is_refused_with_a_control_error():
     value = value[:-1] + b',"extra":' + b"[" * 300 + b"]" * 300 + b"}"
     with pytest.raises(ControlError):
         parse_control(value, keys=("k1",))
+
+
+# --- refusals told apart by class; the one order (issue 13, items 1, 3, 9) ---------------
+
+from datetime import timedelta  # noqa: E402
+
+from stream_scorer.control import ControlRecord, latest_valid, supersedes  # noqa: E402
+from stream_scorer.errors import ControlFutureError, ControlMalformedError, ControlSignatureError  # noqa: E402
+
+
+@pytest.mark.parametrize("signature", ["é" * 64, "\u00e9" + "0" * 63, "😀", "0" * 63 + "\u0660", "AB" * 32])
+def test_non_ascii_or_non_hex_signature_is_a_signature_refusal(signature):
+    """hmac.compare_digest raises TypeError on a non-ASCII str: that must be a refusal."""
+    data = fields(build(signing_key="k1"))
+    data["signature"] = signature
+    with pytest.raises(ControlSignatureError):
+        parse_control(orjson.dumps(data), keys=("k1",))
+
+
+def test_refusal_classes():
+    with pytest.raises(ControlSignatureError):
+        parse_control(build(), keys=("k1",))
+    with pytest.raises(ControlSignatureError):
+        parse_control(build(signing_key="attacker"), keys=("k1",))
+    with pytest.raises(ControlMalformedError):
+        parse_control(b"{oops", keys=("k1",))
+    assert (ControlSignatureError.reason, ControlMalformedError.reason, ControlFutureError.reason) == \
+        ("signature", "malformed", "future")
+
+
+@pytest.mark.parametrize("sha", [SHA + "\n", SHA + "\r\n", "\n" + SHA, SHA + " "])
+def test_manifest_sha_with_trailing_newline_is_refused_at_parse(sha):
+    data = fields(build())
+    data["manifest_sha256"] = sha
+    with pytest.raises(ControlMalformedError, match="manifest_sha256"):
+        parse_control(orjson.dumps(data))
+
+
+@pytest.mark.parametrize("issued_at", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
+def test_issued_at_outside_the_utc_range_is_refused(issued_at):
+    data = fields(build())
+    data["issued_at"] = issued_at
+    with pytest.raises(ControlMalformedError, match="issued_at"):
+        parse_control(orjson.dumps(data))
+
+
+def test_future_dated_message_is_refused_and_carries_the_message():
+    now = datetime.now(timezone.utc)
+    value = build(signing_key="k1", issued_at=datetime(9999, 1, 1, tzinfo=timezone.utc))
+    assert parse_control(value, keys=("k1",)).version  # no skew given: not checked
+    with pytest.raises(ControlFutureError) as info:
+        parse_control(value, keys=("k1",), max_future_skew_s=300, now=now)
+    assert info.value.message.issued_at_dt.year == 9999
+    within = build(issued_at=now + timedelta(seconds=299))
+    assert parse_control(within, max_future_skew_s=300, now=now)
+    with pytest.raises(ControlFutureError):
+        parse_control(build(issued_at=now + timedelta(seconds=301)), max_future_skew_s=300, now=now)
+
+
+def test_a_rollback_does_not_bypass_the_order():
+    old = parse_control(build(version="v1", issued_at=WHEN))
+    new = parse_control(build(version="v2", issued_at=WHEN + timedelta(seconds=10)))
+    replayed_rollback = parse_control(build(version="v1", rollback=True, issued_at=WHEN + timedelta(seconds=5)))
+    fresh_rollback = parse_control(build(version="v1", rollback=True, issued_at=WHEN + timedelta(seconds=20)))
+    assert supersedes(new, old) and not supersedes(old, new)
+    assert not supersedes(replayed_rollback, new)
+    assert supersedes(fresh_rollback, new)
+    assert not supersedes(new, new)  # the same message again changes nothing
+
+
+def test_latest_valid_skips_bad_messages_and_replays():
+    key = ("k1",)
+    v1 = build(version="v1", signing_key="k1", issued_at=WHEN)
+    v2 = build(version="v2", signing_key="k1", issued_at=WHEN + timedelta(seconds=10))
+    rollback = build(version="v1", signing_key="k1", rollback=True, issued_at=WHEN + timedelta(seconds=20))
+    v3 = build(version="v3", signing_key="k1", issued_at=WHEN + timedelta(seconds=30))
+    poison = orjson.dumps({**fields(v3), "version": "v9", "signature": "é" * 64})
+    future = build(version="v8", signing_key="k1", issued_at=datetime(9999, 1, 1, tzinfo=timezone.utc))
+    topic = [v1, v2, rollback, poison, future, None, b"\xff", v3, rollback, v1, v2]
+    ledger = latest_valid([ControlRecord(v, b"default", 0, i) for i, v in enumerate(topic)], key,
+                          max_future_skew_s=300)
+    chosen = ledger.latest["default"]
+    assert chosen.message.version == "v3" and chosen.record.offset == 7
+    assert ledger.refused == {"signature": 1, "future": 1, "malformed": 2}
+    assert set(ledger.last_refused) == {"default"}
+
+
+def test_latest_valid_is_independent_of_arrival_order():
+    """Partitions interleave differently for each reader: the winner must not depend on it."""
+    import random
+
+    values = [build(version=f"v{i}", issued_at=WHEN + timedelta(seconds=i % 7)) for i in range(20)]
+    winners = set()
+    for seed in range(10):
+        shuffled = values[:]
+        random.Random(seed).shuffle(shuffled)
+        winners.add(latest_valid(shuffled).latest["default"].message)
+    assert len(winners) == 1
+
+
+def test_deferred_future_message_is_taken_up_when_due():
+    from stream_scorer.control import ControlLedger
+
+    clock = [WHEN]
+    ledger = ControlLedger(max_future_skew_s=60, clock=lambda: clock[0])
+    assert ledger.offer(build(version="v1", issued_at=WHEN)).outcome == "latest"
+    early = ledger.offer(build(version="v2", issued_at=WHEN + timedelta(seconds=600)))
+    assert early.outcome == "deferred" and early.reason == "future"
+    assert ledger.due() == [] and ledger.latest["default"].message.version == "v1"
+    clock[0] = WHEN + timedelta(seconds=541)
+    (offer,) = ledger.due()
+    assert offer.outcome == "latest" and ledger.latest["default"].message.version == "v2"
+    # A replica starting now reads the same topic and chooses the same message.
+    assert latest_valid([build(version="v1", issued_at=WHEN), build(version="v2", issued_at=WHEN + timedelta(seconds=600))],
+                        max_future_skew_s=60, clock=lambda: clock[0]).latest["default"].message.version == "v2"

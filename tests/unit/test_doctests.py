@@ -4,10 +4,10 @@ import doctest
 
 import pytest
 
-from stream_scorer import ensemble, parsing
+from stream_scorer import ensemble, logs, parsing, topics
 
 
-@pytest.mark.parametrize("module", [ensemble, parsing])
+@pytest.mark.parametrize("module", [ensemble, parsing, logs, topics])
 def test_doctests(module) -> None:
     result = doctest.testmod(module)
     assert result.failed == 0

@@ -43,8 +43,11 @@ def test_ordering_and_noops(store) -> None:
         assert await h.apply(msg(v2, at=now - timedelta(seconds=5))) == "ignored:older"
         assert h.active.version == v1.version
         assert await h.apply(msg(v2, at=now + timedelta(seconds=2))) == "activated"
-        # An explicit rollback is accepted even when its issued_at is older.
-        assert await h.apply(msg(v1, at=now - timedelta(seconds=60), rollback=True)) == "activated"
+        # A rollback obeys the same order: an old-dated one (a replay) changes nothing; a
+        # rollback is a new announcement of the older version, with a new issued_at.
+        assert await h.apply(msg(v1, at=now - timedelta(seconds=60), rollback=True)) == "ignored:older"
+        assert h.active.version == v2.version
+        assert await h.apply(msg(v1, at=now + timedelta(seconds=3), rollback=True)) == "activated"
         return h
 
     h = run(scenario())
@@ -61,10 +64,10 @@ def test_refusals_keep_previous_model(store, tmp_path) -> None:
         h = ModelHolder(store, "default")
         await h.apply(msg(v1, at=now))
         assert await h.apply(msg(v2, at=now + timedelta(1), uri=outside.as_uri())) == "refused:uri"
-        assert await h.apply(msg(v2, at=now + timedelta(1), uri="http://evil.example/x")) == "refused:uri"
+        assert await h.apply(msg(v2, at=now + timedelta(2), uri="http://evil.example/x")) == "refused:uri"
         bad_sha = parse_control(orjson.dumps({**orjson.loads(build_activate(
             model="default", version=v2.version, uri=v2.uri, manifest_sha256="0" * 64, issued_by="t")),
-            "issued_at": (now + timedelta(1)).isoformat()}))
+            "issued_at": (now + timedelta(3)).isoformat()}))
         assert await h.apply(bad_sha) == "refused:bundle"
         return h
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import orjson
@@ -126,7 +127,7 @@ def test_feature_value_becomes_a_number_or_nan(value, expected):
 
 
 def test_integer_beyond_64_bits_is_a_finite_number():
-    value = b'{"window_start":"w","src_ip":"i","ja4":"j","host":"h","hits":' + b"9" * 30 + b"}"
+    value = b'{"window_start":"2026-11-24T21:00:00Z","src_ip":"i","ja4":"j","host":"h","hits":' + b"9" * 30 + b"}"
     out = parse(value)
     assert out.rejects == [] and out.X[0, 0] == pytest.approx(1e30)
 
@@ -134,7 +135,7 @@ def test_integer_beyond_64_bits_is_a_finite_number():
 @pytest.mark.parametrize("literal", [b"1e400", b"-1e400", b"NaN", b"Infinity", b"-Infinity"],
                          ids=["1e400", "-1e400", "NaN", "Infinity", "-Infinity"])
 def test_non_finite_feature_value_is_imputed_not_rejected(literal):
-    value = b'{"window_start":"w","src_ip":"i","ja4":"j","host":"h","hits":' + literal + b',"post_ratio":0.5}'
+    value = b'{"window_start":"2026-11-24T21:00:00Z","src_ip":"i","ja4":"j","host":"h","hits":' + literal + b',"post_ratio":0.5}'
     out = parse(value)
     assert out.rejects == []
     assert len(out) == 1 and math.isnan(out.X[0, 0]) and out.X[0, 1] == 0.5
@@ -142,7 +143,7 @@ def test_non_finite_feature_value_is_imputed_not_rejected(literal):
 
 def test_non_finite_number_never_crashes_and_spares_other_messages():
     """Whatever the policy for 1e400, the batch goes on and other messages are parsed."""
-    bad = b'{"window_start":"w","src_ip":"i","ja4":"j","host":"h","hits":1e400}'
+    bad = b'{"window_start":"2026-11-24T21:00:00Z","src_ip":"i","ja4":"j","host":"h","hits":1e400}'
     out = parse(bad, dumps(rec()))
     assert out.message_index[-1:] == [1] and out.records[-1] == KEYS
     assert not np.isinf(out.X).any()
@@ -255,9 +256,9 @@ def test_deeply_nested_message_is_rejected_not_a_crash(depth):
 
 
 def test_deep_but_legal_nesting_in_an_ignored_field_is_fine():
-    value = b'{"window_start":"w","src_ip":"i","ja4":"j","host":"h","junk":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    value = b'{"window_start":"2026-11-24T21:00:00Z","src_ip":"i","ja4":"j","host":"h","junk":' + b"[" * 1000 + b"]" * 1000 + b"}"
     out = parse(value)
-    assert len(out) == 1 and out.records == [{"window_start": "w", "src_ip": "i", "ja4": "j", "host": "h"}]
+    assert len(out) == 1 and out.records == [{"window_start": "2026-11-24T21:00:00Z", "src_ip": "i", "ja4": "j", "host": "h"}]
 
 
 @pytest.mark.parametrize("where", ["non-object item", "record missing a key"])
@@ -268,6 +269,86 @@ def test_deeply_nested_envelope_item_is_rejected_alone(where):
     out = parse(value, dumps(rec(src_ip="other")))
     assert [r["src_ip"] for r in out.records] == [KEYS["src_ip"], "other"]
     assert len(out.rejects) == 1 and out.rejects[0].record_index == 0
+
+
+# --- window_start: ISO-8601 or epoch seconds between 1970 and 2200 (issue 13, item 6) ----------
+
+@pytest.mark.parametrize("value", [
+    "2026-11-24T21:00:00Z", "2026-11-24T21:00:00+02:00", "2026-11-24T21:00:00.123456", "2026-11-24 21:00:00",
+    "2026-11-24", " 2026-11-24T21:00:00Z ", 1764018000, 1764018000.5, 0, "1764018000", "1764018000.5",
+    7258118399, "2199-12-31T23:59:59Z",
+])
+def test_window_start_iso_or_epoch_in_range_is_scored(value):
+    out = parse(dumps(rec(window_start=value)))
+    assert out.rejects == [] and out.records[0]["window_start"] == value  # echoed as given
+
+
+@pytest.mark.parametrize("value", [
+    "garbage", 1e300, -1e300, -1, 7258118400, 2**63, "1e300", "2200-01-01T00:00:00Z", "1969-12-31T23:59:59Z",
+    "0001-01-01T00:00:00", "9999-12-31T23:59:59+14:00", "nan", "inf", "-5", "2026-13-01", "21:00:00", " ", 1.5e10,
+], ids=repr)
+def test_window_start_that_is_not_a_time_is_rejected_with_the_reason(value):
+    value_bytes = dumps(rec(window_start=value))
+    out = parse(value_bytes, dumps(rec()))
+    assert out.message_index == [1], "the good message after it is still scored"
+    assert len(out.rejects) == 1
+    rej = out.rejects[0]
+    assert rej.value == value_bytes and rej.record_index is None
+    assert "'window_start'" in rej.reason and "\n" not in rej.reason and len(rej.reason) < 300
+
+
+def test_envelope_item_with_a_bad_window_start_is_rejected_alone():
+    items = [rec(src_ip="a"), rec(src_ip="b", window_start="garbage"), rec(src_ip="c", window_start=1e300)]
+    out = parse(dumps(items))
+    assert [r["src_ip"] for r in out.records] == ["a"]
+    assert [r.record_index for r in out.rejects] == [1, 2]
+    assert [orjson.loads(r.value) for r in out.rejects] == items[1:]
+    assert all("'window_start'" in r.reason for r in out.rejects)
+
+
+def test_window_start_rule_examples_run() -> None:
+    import doctest
+
+    from stream_scorer import features
+
+    result = doctest.testmod(features)
+    assert result.attempted >= 2 and result.failed == 0
+
+
+# --- the bound on records per envelope (issue 13, item 5) -------------------------------------
+
+def test_envelope_at_the_bound_is_scored_record_by_record():
+    out = parse_batch([dumps([rec(src_ip=f"10.0.0.{i}") for i in range(50)])], FEATURES, max_envelope_records=50)
+    assert len(out) == 50 and out.rejects == []
+
+
+def test_envelope_beyond_the_bound_is_rejected_once_whole_with_its_original_bytes():
+    value = dumps([rec(src_ip=f"10.0.0.{i}") for i in range(51)])
+    out = parse_batch([value, dumps(rec())], FEATURES, max_envelope_records=50)
+    assert out.message_index == [1], "the next message is still scored"
+    assert out.rejects == [Reject(0, value, "envelope of 51 records exceeds SCORER_MAX_ENVELOPE_RECORDS (50)")]
+
+
+def test_a_1mb_envelope_of_empty_objects_gives_one_dlq_entry_by_default():
+    """The report's case: 333,333 items gave 333,333 DLQ entries and a stall."""
+    value = b"[" + b",".join([b"{}"] * 333_333) + b"]"
+    assert len(value) == 1_000_000
+    out = parse(value)
+    assert len(out) == 0 and len(out.rejects) == 1
+    assert out.rejects[0].value == value and out.rejects[0].record_index is None
+    assert "SCORER_MAX_ENVELOPE_RECORDS (10000)" in out.rejects[0].reason
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 30), st.lists(st.one_of(st.just(rec()), st.just({}), st.integers(-5, 5), st.none()), max_size=60))
+def test_no_message_gives_more_dlq_entries_than_the_bound(bound, items):
+    value = dumps(items)
+    out = parse_batch([value], FEATURES, max_envelope_records=bound)
+    assert len(out.rejects) <= bound
+    if len(items) > bound:
+        assert len(out) == 0 and [r.value for r in out.rejects] == [value]
+    else:
+        assert len(out) + len(out.rejects) == max(1, len(items))
 
 
 # --- property tests ----------------------------------------------------------------------------
@@ -337,7 +418,24 @@ def _valid(item) -> bool:
         if k == "window_start" and type(v) in (int, float):
             continue
         return False
-    return True
+    return _valid_time(item["window_start"])
+
+
+def _valid_time(v) -> bool:
+    """Independent oracle of the window_start rule: ISO-8601 or epoch seconds in [1970, 2200)."""
+    from datetime import datetime, timezone
+
+    if type(v) is str:
+        text = v.strip()
+        if re.fullmatch(r"[+-]?[0-9]+(\.[0-9]*)?", text):  # epoch seconds as digits
+            v = float(text)
+        else:
+            try:
+                dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+            except ValueError:
+                return False
+            v = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    return 0 <= v < datetime(2200, 1, 1, tzinfo=timezone.utc).timestamp()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -277,3 +277,54 @@ def test_fetch_wait_defaults_to_half_the_batch_wait_and_can_be_set(tmp_path, mon
     assert faust_tuning._patched["ms"] == 500
     with pytest.raises(ConfigError, match="KAFKA_FETCH_MAX_WAIT_MS"):
         load_settings({"KAFKA_FETCH_MAX_WAIT_MS": "-1"})
+
+
+# --- secrets never printed (issue 13, item 7) ------------------------------------------------
+
+SECRET_ENV = {"CONTROL_SIGNING_KEY": "sign-key-Zq81", "CONTROL_SIGNING_KEY_PREVIOUS": "old-key-Yw42",
+              "KAFKA_SASL_PASSWORD": "sasl-pw-Xv93", "CLICKHOUSE_URL": "http://ja4user:ch-pw-Wu74@ch.example:8123/ja4"}
+SECRET_VALUES = ("sign-key-Zq81", "old-key-Yw42", "sasl-pw-Xv93", "ch-pw-Wu74")
+
+
+def test_repr_and_str_mask_every_secret_and_the_url_password():
+    s = load_settings(SECRET_ENV)
+    for text in (repr(s), str(s), repr(s.describe()), f"{s!r}", repr([s])):
+        for secret in SECRET_VALUES:
+            assert secret not in text
+    assert "http://ja4user:***@ch.example:8123/ja4" in repr(s)
+    assert s.describe()["CLICKHOUSE_URL"] == "http://ja4user:***@ch.example:8123/ja4"
+    assert s.clickhouse_url == SECRET_ENV["CLICKHOUSE_URL"]  # the value itself is untouched
+
+
+def test_secret_values_lists_every_secret_including_a_percent_encoded_url_password():
+    s = load_settings({**SECRET_ENV, "CLICKHOUSE_URL": "https://u:p%40ss-Vt65@ch:8443/db"})
+    assert set(s.secret_values()) == {"sign-key-Zq81", "old-key-Yw42", "sasl-pw-Xv93", "p%40ss-Vt65", "p@ss-Vt65"}
+    assert load_settings({}).secret_values() == ()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_log_lines_and_tracebacks_mask_secrets(fmt, capsys):
+    import logging
+
+    from stream_scorer.logs import configure_logging, redact
+
+    s = load_settings(SECRET_ENV)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging("info", fmt, s.secret_values())
+    try:
+        log = logging.getLogger("test.secrets")
+        log.info("connecting with %s and key %s", s.clickhouse_url, s.control_signing_key)
+        try:
+            raise RuntimeError(f"boom sasl={s.kafka_sasl_password} url=https://other:pw-Ut56@h/x")
+        except RuntimeError:
+            log.exception("failed: %r", s)
+        err = capsys.readouterr().err
+        assert "connecting" in err and "boom" in err and "***" in err
+        for secret in (*SECRET_VALUES, "pw-Ut56"):
+            assert secret not in err
+        assert redact(f"x {s.control_signing_key_previous} y") == "x *** y"
+    finally:
+        configure_logging("info", "text")  # forget the secrets
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
