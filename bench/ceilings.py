@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CpuWindow, Proc, create_topics, log, produce_all
+from bench.common import CpuWindow, Proc, create_topics, log, produce_all
 
 
 async def _aiokafka_consume(bootstrap: str, topic: str, n: int, timeout: float) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def transport_ceiling(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
 
 
 def framework_ceiling(bootstrap: str, topic: str, n: int, workdir: Path, suffix: str) -> dict[str, Any]:
-    from .common import REPO
+    from bench.common import REPO
 
     env = {"PYTHONPATH": str(REPO), "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic, "BENCH_APP_ID": f"bench-counter-{suffix}"}
     p = Proc([sys.executable, "-m", "bench.faust_counter", "worker", "-l", "warn"], env, workdir, name="faust-counter")
@@ -95,8 +95,8 @@ def model_ceiling(bundle_path: Path, records: list[dict], quick: bool) -> dict[s
     envelopes of 1,000) on batches of 1,000 rows, one thread as the worker runs it."""
     import orjson
 
-    from stream_scorer.bundle import load_bundle
-    from stream_scorer.ensemble import impute
+    from ja4_core.bundle import load_bundle
+    from ja4_core.ensemble import impute
     from stream_scorer.parsing import parse_batch
     from stream_scorer.scoring import score_values
 
@@ -137,7 +137,7 @@ def model_ceiling(bundle_path: Path, records: list[dict], quick: bool) -> dict[s
     out["score_values_env1000_rows_per_s"] = n / (time.perf_counter() - t0)
     # The numpy evaluator of the same forest (kept for comparison).
     try:
-        from stream_scorer.detectors.eif_fast import FastEIF
+        from ja4_core.detectors.eif_fast import FastEIF
 
         fast = FastEIF.from_model(ens.eif.model_, ens.n_features)
         out["eif_fast_rows_per_s"] = _rate(fast.predict, X, 1000, mt)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 import psutil
-from stream_scorer.embedded import free_port  # noqa: F401  (re-exported for bench modules)
+from ja4_dev.tansu import free_port  # noqa: F401  (re-exported for bench modules)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"

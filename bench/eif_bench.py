@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from .common import log
+from bench.common import log
 
 ADBENCH = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "adbench"
 VARIANTS = [  # (name, ntrees, sample_size)
@@ -41,8 +41,8 @@ def _datasets(quick: bool, sim_rows: int) -> list[tuple[str, np.ndarray, np.ndar
             X, y = X[idx], y[idx]
             note = "60,000-row random subsample (--quick)"
         out.append((Path(path).stem, X, y, note))
-    from stream_scorer.features import DEFAULT_FEATURES
-    from stream_scorer.simulator import TrafficSimulator
+    from ja4_core.features import DEFAULT_FEATURES
+    from ja4_dev.simulator import TrafficSimulator
 
     recs = TrafficSimulator(seed=21, bot_share=0.1).records(sim_rows)
     X = np.array([[r[f] for f in DEFAULT_FEATURES] for r in recs], dtype=np.float64)
@@ -62,8 +62,8 @@ def _speed(fn, X: np.ndarray, batch: int = 1000) -> float:
 def run(quick: bool) -> dict[str, Any]:
     from isotree import IsolationForest
 
-    from stream_scorer.detectors.eif_compiled import CompiledEIF
-    from stream_scorer.detectors.eif_fast import FastEIF
+    from ja4_core.detectors.eif_compiled import CompiledEIF
+    from ja4_core.detectors.eif_fast import FastEIF
 
     speed_rows = 3000 if quick else 10000
     seeds = (1,) if quick else (1, 2, 3)

@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .common import (Counter, create_topics, free_port, log, produce_all, records_messages, scorer_worker,
+from bench.common import (Counter, create_topics, free_port, log, produce_all, records_messages, scorer_worker,
                      topic_env, wait_partitions)
 
 
@@ -30,9 +30,9 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--env", nargs="*", default=[], help="extra worker settings NAME=VALUE")
     args = ap.parse_args()
-    from stream_scorer.embedded import TansuBroker
+    from ja4_dev.tansu import TansuBroker
 
-    from .run import train_bundle
+    from bench.run import train_bundle
 
     work = Path(tempfile.mkdtemp(prefix="ja4-prof-"))
     broker = TansuBroker(free_port(), log_path=work / "tansu.log").start()

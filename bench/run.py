@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from .common import REPO, RESULTS, free_port, log
+from bench.common import REPO, RESULTS, free_port, log
 
 BATCH_WAIT_MS = 20
 SECTIONS = ("ceilings", "throughput", "latency", "reload", "trainer", "eif")
@@ -56,9 +56,9 @@ def machine() -> dict[str, Any]:
 
 def train_bundle(store_root: Path, n: int) -> tuple[Any, list, list[dict]]:
     """Default-settings bundle (+ small XGB on simulator labels) and 2 more versions of it."""
-    from stream_scorer.bundle import ModelStore, write_bundle
-    from stream_scorer.features import DEFAULT_FEATURES
-    from stream_scorer.simulator import TrafficSimulator
+    from ja4_core.bundle import ModelStore, write_bundle
+    from ja4_core.features import DEFAULT_FEATURES
+    from ja4_dev.simulator import TrafficSimulator
     from trainer.fit import FitConfig, fit_ensemble
 
     store = ModelStore(store_root)
@@ -83,7 +83,7 @@ def train_bundle(store_root: Path, n: int) -> tuple[Any, list, list[dict]]:
 
 
 def bundle_load_figures(info) -> dict[str, Any]:
-    from stream_scorer.bundle import load_bundle, smoke_check
+    from ja4_core.bundle import load_bundle, smoke_check
 
     times = []
     for _ in range(5):
@@ -139,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
-            from stream_scorer.embedded import TansuBroker
+            from ja4_dev.tansu import TansuBroker
 
             broker = TansuBroker(free_port(), log_path=work / "tansu.log").start()
             bootstrap = broker.bootstrap
-            from . import common
+            from bench import common
 
             common.BROKER_PID = broker.proc.pid
         results["broker"] = "external " + bootstrap if broker is None else "embedded Tansu (memory storage)"
@@ -154,12 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{results['bundle']['load_plus_smoke_s_median']:.3f} s")
         n_tp = 20000 if quick else 40000
         tp_records = traffic[:n_tp]
-        from .common import records_messages
+        from bench.common import records_messages
 
         # 1. ceilings
         if "ceilings" not in args.skip:
             try:
-                from .ceilings import model_ceiling, run_ceilings
+                from bench.ceilings import model_ceiling, run_ceilings
 
                 results["ceilings"] = {"model": model_ceiling(infos[0].path, traffic, quick)}
                 results["ceilings"].update(run_ceilings(bootstrap, records_messages(tp_records, 1), work, suffix))
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["errors"]["ceilings"] = traceback.format_exc()
                 log(results["errors"]["ceilings"])
         # 2-4. scorer sessions
-        from . import scorer_bench as sb
+        from bench import scorer_bench as sb
 
         shapes = (1, 100, 1000)
         if not {"throughput", "latency", "reload"} <= set(args.skip):
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         # 6. EIF
         if "eif" not in args.skip:
             try:
-                from .eif_bench import run as eif_run
+                from bench.eif_bench import run as eif_run
 
                 log("EIF speed vs quality")
                 results["eif"] = eif_run(quick)
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             broker.stop()
         shutil.rmtree(work, ignore_errors=True)
         results["duration_s"] = time.time() - started
-        from .report import ratios, render_table, write_chart
+        from bench.report import ratios, render_table, write_chart
 
         results["ratios"] = ratios(results)
         Path(args.out).write_text(json.dumps(results, indent=1, default=str))

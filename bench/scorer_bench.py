@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (Counter, CpuWindow, Proc, create_topics, log, percentile, produce_all, producer, records_messages,
+from bench.common import (Counter, CpuWindow, Proc, create_topics, log, percentile, produce_all, producer, records_messages,
                      scorer_worker, topic_env, wait_partitions)
 
 
@@ -228,7 +228,7 @@ def _active_versions(workers: list[Proc]) -> list[str | None]:
 
 
 def _publish(bootstrap: str, topic: str, info, rollback: bool = False) -> float:
-    from stream_scorer.control import build_activate
+    from ja4_core.control import build_activate
 
     value = build_activate(model=info.model, version=info.version, uri=info.uri,
                            manifest_sha256=info.manifest_sha256, issued_by="bench@localhost", rollback=rollback)

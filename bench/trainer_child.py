@@ -91,7 +91,7 @@ def main() -> None:
 
 
 def _sim_rows(rows: int):
-    from stream_scorer.simulator import TrafficSimulator
+    from ja4_dev.simulator import TrafficSimulator
 
     days = 7.0
     per_hour = max(1, rows // int(days * 24))
@@ -103,9 +103,9 @@ def _full(rows: int, work: Path, bootstrap: str | None, phases: Phases, result: 
     import numpy as np
 
     import trainer.run as trun
-    from stream_scorer.features import DEFAULT_FEATURES, KEY_FIELDS
-    from stream_scorer.settings import load_settings
-    from trainer.clickhouse_io import connect
+    from ja4_core.features import DEFAULT_FEATURES, KEY_FIELDS
+    from ja4_core.settings import load_settings
+    from ja4_core.clickhouse_io import connect
 
     env = {"CLICKHOUSE_URL": f"chdb://{work / 'clickhouse'}", "MODEL_STORE": str(work / "models"),
            "TOPIC_CONTROL": f"bench-trainer-control-{os.getpid()}", "LOG_LEVEL": "WARNING"}
@@ -164,7 +164,7 @@ def _full(rows: int, work: Path, bootstrap: str | None, phases: Phases, result: 
 def _fit_only(rows: int, phases: Phases, result: dict) -> None:
     import numpy as np
 
-    from stream_scorer.features import DEFAULT_FEATURES
+    from ja4_core.features import DEFAULT_FEATURES
     from trainer.fit import FitConfig, fit_ensemble
 
     phases.mark("query (simulated rows -> matrix)")

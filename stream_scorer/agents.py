@@ -39,15 +39,15 @@ import mode
 from faust.exceptions import AlreadyConfiguredWarning
 from faust.types import EventT, StreamT
 
-from . import metrics
-from .app import app, dlq_topic, features_topic, holder, follower, scores_topic, settings
-from .batcher import Batcher
-from .batcher import Closed as BatcherClosed
-from .output_producer import (EXIT_DELIVERY_FAILED, DeliveryExhausted, DeliveryFailed, DeliveryHealth, Output,
+from stream_scorer import metrics
+from stream_scorer.app import app, dlq_topic, features_topic, holder, follower, scores_topic, settings
+from stream_scorer.batcher import Batcher
+from stream_scorer.batcher import Closed as BatcherClosed
+from stream_scorer.output_producer import (EXIT_DELIVERY_FAILED, DeliveryExhausted, DeliveryFailed, DeliveryHealth, Output,
                               OutputProducer, RetryPolicy, producer_config)
-from .model_holder import ActiveModel
-from .parsing import ParsedBatch, Reject, parse_batch
-from .scoring import BatchOutput, ScoredMatrix, score_matrix, serialise
+from stream_scorer.model_holder import ActiveModel
+from stream_scorer.parsing import ParsedBatch, Reject, parse_batch
+from stream_scorer.scoring import BatchOutput, ScoredMatrix, score_matrix, serialise
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import faust
 
-from .bundle import ModelStore
-from .control_follower import ControlFollower
-from .faust_tuning import app_settings
-from .model_holder import ModelHolder
-from .settings import get_settings
+from ja4_core.bundle import ModelStore
+from stream_scorer.control_follower import ControlFollower
+from stream_scorer.faust_app_args import app_settings
+from stream_scorer.model_holder import ModelHolder
+from ja4_core.settings import get_settings
 
 settings = get_settings()
 
@@ -65,7 +65,7 @@ holder = ModelHolder(ModelStore(settings.model_store), settings.model_name, nthr
                      eif_evaluator=settings.eif_evaluator, ae_evaluator=settings.ae_evaluator)
 follower = ControlFollower(settings, holder)
 
-from . import agents, views  # noqa: E402,F401  (registers the agent and the web views)
+from stream_scorer import agents, views  # noqa: E402,F401  (registers the agent and the web views)
 
 if __name__ == "__main__":
     app.main()

@@ -18,15 +18,15 @@ from typing import Any, Iterator, Sequence
 
 import orjson
 
-from .errors import ConfigError, Ja4StreamError
-from .logs import redact
-from .settings import Settings, add_setting_flags, load_settings, use_settings
+from ja4_core.errors import ConfigError, Ja4StreamError
+from ja4_core.logs import redact
+from ja4_core.settings import Settings, add_setting_flags, load_settings, use_settings
 
 log = logging.getLogger("stream_scorer")
 
 
 def setup_logging(settings: Settings) -> None:
-    from .logs import configure_logging
+    from ja4_core.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
 
@@ -36,8 +36,8 @@ def setup_logging(settings: Settings) -> None:
 def ensure_topics(settings: Settings, topics: Sequence[str]) -> None:
     """Create the given data topics when missing (partitions, replication and configs from
     :mod:`.topics`, the one helper every process uses)."""
-    from .topics import data_topic
-    from .topics import ensure_topics as create_missing
+    from ja4_core.kafka_admin import data_topic
+    from ja4_core.kafka_admin import ensure_topics as create_missing
 
     create_missing(settings, [data_topic(settings, t) for t in topics])
 
@@ -46,16 +46,16 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     use_settings(settings)
     setup_logging(settings)
     if not settings.control_signing_key:
-        from .control import W_UNSIGNED
+        from ja4_core.control import W_UNSIGNED
 
         log.warning(W_UNSIGNED)
-    from .topics import ensure_topics as create_missing
-    from .topics import scorer_topics
+    from ja4_core.kafka_admin import ensure_topics as create_missing
+    from ja4_core.kafka_admin import scorer_topics
 
     create_missing(settings, scorer_topics(settings))
     from faust.worker import Worker
 
-    from .app import app
+    from stream_scorer.app import app
 
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # its terminal escapes would corrupt log lines (and JSON logs)
@@ -99,7 +99,7 @@ def _read_file(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _simulated(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    from .simulator import TrafficSimulator
+    from ja4_dev.simulator import TrafficSimulator
 
     sim = TrafficSimulator(seed=args.seed, bot_share=args.bot_share)
     sent = 0
@@ -117,7 +117,7 @@ def _simulated(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
-    from .kafka_config import confluent_config
+    from ja4_core.kafka_security import confluent_config
 
     setup_logging(settings)
     ensure_topics(settings, [settings.topic_features])
@@ -183,7 +183,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     import json
     import urllib.request
 
-    from .status import read_control
+    from ja4_core.control_log import read_control
 
     ledger = read_control(settings)
     print(f"control topic {settings.topic_control}:")
@@ -272,11 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             return cmd_status(settings, args)
         if args.command == "sink":
-            from .sink import run_sink
+            from stream_scorer.sink import run_sink
 
             return run_sink(settings)
         if args.command == "demo":
-            from .demo import run_demo
+            from ja4_dev.demo import run_demo
 
             return run_demo(settings, args)
     except ConfigError as exc:

@@ -28,10 +28,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from .control import ControlLedger, ControlMessage, ControlRecord, Offer, supersedes
-from .kafka_config import aiokafka_security
-from .model_holder import ModelHolder
-from .settings import Settings
+from ja4_core.control import ControlLedger, ControlMessage, ControlRecord, Offer, supersedes
+from ja4_core.kafka_security import aiokafka_security
+from stream_scorer.model_holder import ModelHolder
+from ja4_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ async def ensure_control_topic(settings: Settings) -> None:
     """Create the compacted control topic when missing (idempotent; :mod:`.topics` decides
     how). A failure is logged, not raised: the topic may have been pre-created by an operator
     who did not grant topic creation, and the consumer reports an unreachable broker itself."""
-    from .topics import TopicError, control_topic, ensure_topics
+    from ja4_core.kafka_admin import TopicError, control_topic, ensure_topics
 
     try:
         await asyncio.to_thread(ensure_topics, settings, [control_topic(settings)], 10.0)

@@ -25,10 +25,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .bundle import LoadedBundle, ModelStore, load_bundle, smoke_check
-from .control import ControlMessage, order_key, supersedes
-from .errors import BundleError, ControlError
-from .metrics import MODEL_INFO, RELOADS
+from ja4_core.bundle import LoadedBundle, ModelStore, load_bundle, smoke_check
+from ja4_core.control import ControlMessage, order_key, supersedes
+from ja4_core.errors import BundleError, ControlError
+from stream_scorer.metrics import MODEL_INFO, RELOADS
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from typing import Any, Callable, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from .kafka_config import confluent_config
-from .settings import Settings
+from ja4_core.kafka_security import confluent_config
+from ja4_core.settings import Settings
 
 #: Seconds a poll waits for delivery reports (only bounds how fast ``close`` returns).
 POLL_S = 0.05

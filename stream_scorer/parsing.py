@@ -33,8 +33,8 @@ from typing import Any, Sequence
 import numpy as np
 import orjson
 
-from .errors import RecordError
-from .features import CONTEXT_FIELDS, KEY_FIELDS, window_start_seconds
+from ja4_core.errors import RecordError
+from ja4_core.features import CONTEXT_FIELDS, KEY_FIELDS, window_start_seconds
 
 _NAN = float("nan")
 _INF = float("inf")

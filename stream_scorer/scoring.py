@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 import numpy as np
 import orjson
 
-from .bundle import LoadedBundle
-from .ensemble import ScoreBatch, decide, impute
-from .parsing import ParsedBatch, Reject, parse_batch
+from ja4_core.bundle import LoadedBundle
+from ja4_core.ensemble import ScoreBatch, decide, impute
+from stream_scorer.parsing import ParsedBatch, Reject, parse_batch
 
 
 @dataclass

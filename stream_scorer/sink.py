@@ -32,10 +32,10 @@ import faust
 import orjson
 from faust.types import StreamT
 
-from .errors import SchemaError
-from .logs import redact
-from .settings import Settings
-from .sink_writer import ScoreWriter
+from ja4_core.errors import SchemaError
+from ja4_core.logs import redact
+from ja4_core.settings import Settings
+from stream_scorer.sink_writer import ScoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ EXIT_WRITE_FAILED = 75
 def read_score(value: bytes | None) -> list[Any]:
     """A score record's bytes -> its ``ml_all_scores`` row, or :class:`SchemaError` with the
     reason (not JSON, not an object, a field missing or unusable)."""
-    from trainer.clickhouse_io import score_row
+    from ja4_core.clickhouse_io import score_row
 
     if value is None:
         raise SchemaError("unreadable score record: no value")
@@ -95,9 +95,9 @@ def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None]
     """The sink's Faust app with its one agent and its web views. ``on_fatal`` is called once
     when a batch cannot be written; the agent then reads nothing more."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-    from trainer.clickhouse_io import connect, is_data_error
+    from ja4_core.clickhouse_io import connect, is_data_error
 
-    from .faust_tuning import app_settings
+    from stream_scorer.faust_app_args import app_settings
 
     app = faust.App(settings.sink_app_id,
                     **app_settings(settings, settings.sink_app_id, web_port=settings.sink_web_port,
@@ -188,8 +188,8 @@ def run_sink(settings: Settings) -> int:
     """``stream-scorer sink``: run the sink worker until SIGTERM/Ctrl-C."""
     from faust.worker import Worker
 
-    from .cli import setup_logging
-    from .topics import ensure_topics, sink_topics
+    from stream_scorer.cli import setup_logging
+    from ja4_core.kafka_admin import ensure_topics, sink_topics
 
     setup_logging(settings)
     ensure_topics(settings, sink_topics(settings))

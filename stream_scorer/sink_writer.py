@@ -1,7 +1,7 @@
 """Writing a batch of score rows to ClickHouse for the sink: retried while ClickHouse is
 unusable, split when it refuses rows.
 
-Two kinds of failure, told apart by :func:`trainer.clickhouse_io.is_data_error` (by class
+Two kinds of failure, told apart by :func:`ja4_core.clickhouse_io.is_data_error` (by class
 and ClickHouse error code, never by message text):
 
 * **not about the data** (connection refused, server down, timeout, the table missing or
@@ -23,7 +23,7 @@ import concurrent.futures
 import logging
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
-from .errors import Ja4StreamError
+from ja4_core.errors import Ja4StreamError
 
 log = logging.getLogger(__name__)
 

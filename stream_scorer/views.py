@@ -15,9 +15,9 @@ import psutil
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import metrics
-from .agents import DELIVERY
-from .app import app, follower, holder, settings
+from stream_scorer import metrics
+from stream_scorer.agents import DELIVERY
+from stream_scorer.app import app, follower, holder, settings
 
 
 def _assigned() -> list[int]:

@@ -79,7 +79,7 @@ def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def tansu_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bootstrap servers of the embedded Tansu broker for the session."""
-    from stream_scorer.embedded import TansuBroker
+    from ja4_dev.tansu import TansuBroker
 
     log = tmp_path_factory.mktemp("tansu") / "broker.log"
     broker = TansuBroker(port=free_port(), log_path=log)

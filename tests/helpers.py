@@ -16,9 +16,9 @@ from typing import Any, Iterable
 import numpy as np
 import orjson
 
-from stream_scorer.bundle import BundleInfo, ModelStore, write_bundle
-from stream_scorer.embedded import free_port  # noqa: F401  (re-exported for the tests)
-from stream_scorer.features import DEFAULT_FEATURES
+from ja4_core.bundle import BundleInfo, ModelStore, write_bundle
+from ja4_dev.tansu import free_port  # noqa: F401  (re-exported for the tests)
+from ja4_core.features import DEFAULT_FEATURES
 
 REPO = Path(__file__).resolve().parent.parent
 FAST_GROUP_ENV = {"KAFKA_SESSION_TIMEOUT_S": "6", "KAFKA_HEARTBEAT_S": "1", "KAFKA_REBALANCE_TIMEOUT_S": "6"}
@@ -44,7 +44,7 @@ def topic_env(bootstrap: str, suffix: str, store: Path, **extra: str) -> dict[st
 def quick_bundle(store: ModelStore, *, seed: int = 1, n: int = 4000, ntrees: int = 60, epochs: int = 3,
                  model: str = "default", set_current: bool = True) -> BundleInfo:
     """A small but real bundle trained on simulated human traffic."""
-    from stream_scorer.simulator import TrafficSimulator
+    from ja4_dev.simulator import TrafficSimulator
     from trainer.fit import FitConfig, fit_ensemble
 
     recs = TrafficSimulator(seed=seed, bot_share=0.0).records(n)

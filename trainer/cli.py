@@ -31,11 +31,11 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from stream_scorer.bundle import read_manifest
-from stream_scorer.errors import ConfigError, Ja4StreamError
-from stream_scorer.features import DEFAULT_FEATURES, KEY_FIELDS
-from stream_scorer.logs import configure_logging, mask_url, redact
-from stream_scorer.settings import Settings, add_setting_flags, load_settings
+from ja4_core.bundle import read_manifest
+from ja4_core.errors import ConfigError, Ja4StreamError
+from ja4_core.features import DEFAULT_FEATURES, KEY_FIELDS
+from ja4_core.logs import configure_logging, mask_url, redact
+from ja4_core.settings import Settings, add_setting_flags, load_settings
 
 log = logging.getLogger("trainer")
 
@@ -111,7 +111,7 @@ def _batches(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[st
 
 
 def cmd_init_db(args: argparse.Namespace, settings: Settings) -> int:
-    from .clickhouse_io import connect
+    from ja4_core.clickhouse_io import connect
 
     with connect(settings.clickhouse_url) as ch:
         ch.init_db(settings.features or DEFAULT_FEATURES)
@@ -121,7 +121,7 @@ def cmd_init_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
-    from .clickhouse_io import connect
+    from ja4_core.clickhouse_io import connect
 
     if bool(args.file) == bool(args.simulate):
         raise ConfigError(E_LOAD_SOURCE)
@@ -134,7 +134,7 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
                 log.info("loaded %d rows", total)
             print(f"loaded {total} rows from {args.file} into {ch.database}.view_ai_features_1h")
             return 0
-        from stream_scorer.simulator import TrafficSimulator
+        from ja4_dev.simulator import TrafficSimulator
 
         if not 0.0 <= args.bot_share <= 1.0 or not 0.0 <= args.label_share <= 1.0:
             raise ConfigError("--bot-share and --label-share must be between 0 and 1")
@@ -155,7 +155,7 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
 # --- running -----------------------------------------------------------------------------
 
 def cmd_run_once(args: argparse.Namespace, settings: Settings) -> int:
-    from .run import Trainer
+    from trainer.run import Trainer
 
     result = Trainer(settings).run_once(force=args.force)
     _print_table(f"{PROG} run-once", result.summary())
@@ -170,7 +170,7 @@ def cmd_run_once(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_loop(args: argparse.Namespace, settings: Settings) -> int:
-    from .run import Trainer, loop
+    from trainer.run import Trainer, loop
 
     stop = threading.Event()
 
@@ -188,7 +188,7 @@ def cmd_loop(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
-    from .run import Trainer
+    from trainer.run import Trainer
 
     result = Trainer(settings).activate(args.version)
     _print_table(f"{PROG} activate", result.summary())
@@ -202,11 +202,11 @@ def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
 def status(settings: Settings, kafka_timeout: float = 5.0) -> dict[str, Any]:
     """Versions in the store, the current one, the last decisions and the latest control
     message; sources that cannot be reached are reported, not fatal."""
-    from stream_scorer.bundle import ModelStore
+    from ja4_core.bundle import ModelStore
 
-    from .clickhouse_io import connect
-    from .publish import read_control_latest
-    from .run import Trainer
+    from ja4_core.clickhouse_io import connect
+    from trainer.publish import read_control_latest
+    from trainer.run import Trainer
 
     store = ModelStore(settings.model_store)
     model = settings.model_name
@@ -327,7 +327,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
     setup_logging(settings)
     if args.command in ("run-once", "loop") and not settings.control_signing_key:
-        from stream_scorer.control import W_UNSIGNED
+        from ja4_core.control import W_UNSIGNED
 
         log.warning(W_UNSIGNED)
     from clickhouse_connect.driver.exceptions import ClickHouseError

@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from stream_scorer.detectors import AutoencoderDetector, EIFDetector, XGBDetector
-from stream_scorer.ensemble import Ensemble, impute
+from ja4_core.detectors import AutoencoderDetector, EIFDetector, XGBDetector
+from ja4_core.ensemble import Ensemble, impute
 
 #: Quantiles of the combined score on the human validation split that start each level:
 #: about 10 % of humans are LOW or above, 3 % MEDIUM, 1 % HIGH, 0.1 % CRITICAL.

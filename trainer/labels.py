@@ -1,7 +1,7 @@
 """Supervised labels: eligibility, a held-out split and cleanlab label-noise filtering.
 
 Labels come from ClickHouse (analyst labels winning over score-derived ones, see
-:meth:`trainer.clickhouse_io.ClickHouseIO.labelled`). Score-derived labels are the models' own
+:meth:`ja4_core.clickhouse_io.ClickHouseIO.labelled`). Score-derived labels are the models' own
 past verdicts and analysts make mistakes too, so before the final XGBoost fit the rows whose
 label disagrees confidently with out-of-fold predictions are removed: cleanlab's
 ``find_label_issues`` on ``XGBDetector.predict_proba_oof`` (confident learning; the
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from stream_scorer.detectors import XGBDetector
+from ja4_core.detectors import XGBDetector
 
-from .fit import xgb_threads
+from trainer.fit import xgb_threads
 
 log = logging.getLogger(__name__)
 

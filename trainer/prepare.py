@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from stream_scorer.errors import SchemaError
+from ja4_core.errors import SchemaError
 
 log = logging.getLogger(__name__)
 

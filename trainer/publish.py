@@ -16,10 +16,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from stream_scorer.control import ControlMessage, ControlRecord, build_activate, latest_valid
-from stream_scorer.errors import Ja4StreamError
-from stream_scorer.kafka_config import confluent_config
-from stream_scorer.settings import Settings
+from ja4_core.control import ControlMessage, ControlRecord, build_activate, latest_valid
+from ja4_core.errors import Ja4StreamError
+from ja4_core.kafka_security import confluent_config
+from ja4_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,10 @@ def kafka_config(settings: Settings) -> dict[str, Any]:
     """librdkafka configuration (bootstrap servers + security) for the trainer's clients.
 
     The mapping of ``KAFKA_SECURITY_PROTOCOL`` / ``KAFKA_SASL_*`` / ``KAFKA_SSL_*`` to librdkafka
-    keys lives in one place for the whole product, :func:`stream_scorer.kafka_config.confluent_config`;
+    keys lives in one place for the whole product, :func:`ja4_core.kafka_security.confluent_config`;
     this is the trainer's entry to it (and what its unit test pins down).
 
-    >>> from stream_scorer.settings import load_settings
+    >>> from ja4_core.settings import load_settings
     >>> kafka_config(load_settings({}))
     {'bootstrap.servers': 'localhost:9092', 'security.protocol': 'PLAINTEXT'}
     """
@@ -62,8 +62,8 @@ def issued_by() -> str:
 
 def ensure_control_topic(settings: Settings, timeout: float = 10.0) -> bool:
     """Create the control topic unless it exists (compacted, one partition, the replication of
-    :mod:`stream_scorer.topics`, the helper every process uses); True if created."""
-    from stream_scorer.topics import TopicError, control_topic, ensure_topics
+    :mod:`ja4_core.kafka_admin`, the helper every process uses); True if created."""
+    from ja4_core.kafka_admin import TopicError, control_topic, ensure_topics
 
     try:
         return bool(ensure_topics(settings, [control_topic(settings)], timeout=timeout))
@@ -131,7 +131,7 @@ class ControlEntry:
 
 def read_control_latest(settings: Settings, timeout: float = 10.0) -> dict[str, ControlEntry]:
     """The latest valid control message per model under the replicas' own rule
-    (:func:`stream_scorer.control.latest_valid`), read from the beginning to the end of every
+    (:func:`ja4_core.control.latest_valid`), read from the beginning to the end of every
     partition (a throw-away consumer: no group membership, no commits); a key whose
     messages were all refused gets an entry with the last refusal."""
     records = list(_read_control_records(settings, timeout))

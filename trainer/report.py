@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 from matplotlib.figure import Figure  # the object API: no pyplot global state, Agg by default
 
-from .drift import DriftReport
+from trainer.drift import DriftReport
 
 #: Score columns shown, in this order, when present.
 COMPONENTS: tuple[str, ...] = ("eif", "ae", "xgb", "anomaly", "ensemble")
@@ -100,7 +100,7 @@ def plot_drift(drift: DriftReport) -> str:
     y = np.arange(len(feats))
     ks_ax.barh(y, [f.ks for f in feats], color=colors)
     ks_ax.set_yticks(y, names, fontsize=7)
-    from .drift import KL_LIMIT, KS_DISTANCE
+    from trainer.drift import KL_LIMIT, KS_DISTANCE
     ks_ax.axvline(KS_DISTANCE, color="k", ls=":")
     ks_ax.set_title("KS distance to the previous digest")
     kl_ax.barh(y, [min(f.kl, 5.0) for f in feats], color=colors)

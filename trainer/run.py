@@ -36,21 +36,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stream_scorer.bundle import (TMP_PREFIX, LoadedBundle, ModelStore, load_bundle, new_version, read_manifest,
+from ja4_core.bundle import (TMP_PREFIX, LoadedBundle, ModelStore, load_bundle, new_version, read_manifest,
                                   smoke_check, write_bundle)
-from stream_scorer.ensemble import impute
-from stream_scorer.errors import BundleError, Ja4StreamError, StoreLockedError
-from stream_scorer.settings import Settings
+from ja4_core.ensemble import impute
+from ja4_core.errors import BundleError, Ja4StreamError, StoreLockedError
+from ja4_core.settings import Settings
 
-from . import clickhouse_io
-from .clickhouse_io import ClickHouseIO, Decision, connect
-from .drift import DriftReport, check_drift
-from .fit import FitConfig, FitResult, fit_ensemble, medians_of, quantile_digest
-from .labels import LabelReport, clean_labels, eligibility, split_holdout
-from .metrics import write_run_metrics
-from .prepare import Prepared, prepare_baseline, select
-from .publish import PUBLISH_TIMEOUT_S, PublishError, issued_by, publish_activate
-from .report import evaluate, write_report
+from ja4_core import clickhouse_io
+from ja4_core.clickhouse_io import ClickHouseIO, Decision, connect
+from trainer.drift import DriftReport, check_drift
+from trainer.fit import FitConfig, FitResult, fit_ensemble, medians_of, quantile_digest
+from trainer.labels import LabelReport, clean_labels, eligibility, split_holdout
+from trainer.metrics import write_run_metrics
+from trainer.prepare import Prepared, prepare_baseline, select
+from trainer.publish import PUBLISH_TIMEOUT_S, PublishError, issued_by, publish_activate
+from trainer.report import evaluate, write_report
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 --
 -- TESTED BY HAND, NOT BY CI. CI has no ClickHouse server and no Kafka; the unit test
 -- tests/unit/test_deploy_files.py only checks that the target table below has the columns
--- of trainer/clickhouse_io.py. By hand: every statement and both views ran on ClickHouse
+-- of ja4_core/clickhouse_io.py. By hand: every statement and both views ran on ClickHouse
 -- 26.9 (chdb) with the Kafka table replaced by a Null-engine stand-in carrying the _error /
 -- _raw_message / _topic / _partition / _offset columns (ISO and epoch window_start, missing
 -- context fields, a replayed score collapsing under FINAL, bad rows into the errors table).
@@ -41,7 +41,7 @@
 
 CREATE DATABASE IF NOT EXISTS ja4;
 
--- 1. The target table, exactly as `stream-trainer init-db` creates it (trainer/clickhouse_io.py).
+-- 1. The target table, exactly as `stream-trainer init-db` creates it (ja4_core/clickhouse_io.py).
 CREATE TABLE IF NOT EXISTS ja4.ml_all_scores
 (
     `window_start` DateTime('UTC'),

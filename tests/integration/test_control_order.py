@@ -12,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from stream_scorer.bundle import ModelStore
-from stream_scorer.control import build_activate
-from stream_scorer.settings import load_settings
-from stream_scorer.status import read_control
+from ja4_core.bundle import ModelStore
+from ja4_core.control import build_activate
+from ja4_core.settings import load_settings
+from ja4_core.control_log import read_control
 from tests.helpers import Worker, produce, quick_bundle, topic_env
 
 KEY = "control-order-test-key"

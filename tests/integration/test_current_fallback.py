@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from stream_scorer.bundle import CURRENT, MANIFEST, ModelStore
-from stream_scorer.control import build_activate
+from ja4_core.bundle import CURRENT, MANIFEST, ModelStore
+from ja4_core.control import build_activate
 from tests.helpers import Worker, produce, quick_bundle, topic_env
 
 pytestmark = pytest.mark.timeout(240)

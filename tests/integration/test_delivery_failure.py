@@ -18,9 +18,9 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream_scorer.bundle import ModelStore
+from ja4_core.bundle import ModelStore
 from stream_scorer.output_producer import EXIT_DELIVERY_FAILED
-from stream_scorer.simulator import TrafficSimulator
+from ja4_dev.simulator import TrafficSimulator
 from tests.helpers import Collector, Worker, quick_bundle, record_key, records_to_messages, topic_env
 
 PARTITIONS = 4

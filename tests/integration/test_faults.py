@@ -18,9 +18,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream_scorer.bundle import ModelStore
-from stream_scorer.control import build_activate
-from stream_scorer.embedded import TansuBroker
+from ja4_core.bundle import ModelStore
+from ja4_core.control import build_activate
+from ja4_dev.tansu import TansuBroker
 from tests.helpers import Collector, REPO, Worker, free_port, produce, quick_bundle, record_key, topic_env
 from tests.integration.test_hot_reload import SteadyStream, wait_versions
 

@@ -47,8 +47,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, reject, settings
 from hypothesis import strategies as st
 
-from stream_scorer.bundle import ModelStore
-from stream_scorer.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS
+from ja4_core.bundle import ModelStore
+from ja4_core.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS
 from stream_scorer.parsing import parse_batch
 from tests.helpers import Worker, headers_of, quick_bundle, topic_env
 

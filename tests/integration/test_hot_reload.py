@@ -9,9 +9,9 @@ from collections import defaultdict
 import orjson
 import pytest
 
-from stream_scorer.bundle import ModelStore
-from stream_scorer.control import build_activate
-from stream_scorer.simulator import TrafficSimulator
+from ja4_core.bundle import ModelStore
+from ja4_core.control import build_activate
+from ja4_dev.simulator import TrafficSimulator
 from tests.helpers import Collector, Worker, headers_of, produce, producer, quick_bundle, record_key, topic_env
 
 KEY = "test-signing-key"

@@ -14,8 +14,8 @@ import subprocess
 import orjson
 import pytest
 
-from stream_scorer.bundle import ModelStore
-from stream_scorer.simulator import TrafficSimulator
+from ja4_core.bundle import ModelStore
+from ja4_dev.simulator import TrafficSimulator
 from tests.helpers import Worker, quick_bundle, record_key, topic_env
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")

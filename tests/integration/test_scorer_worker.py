@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stream_scorer.bundle import ModelStore
-from stream_scorer.features import KEY_FIELDS
-from stream_scorer.simulator import TrafficSimulator
+from ja4_core.bundle import ModelStore
+from ja4_core.features import KEY_FIELDS
+from ja4_dev.simulator import TrafficSimulator
 from tests.helpers import Collector, Worker, headers_of, produce, quick_bundle, record_key, records_to_messages, topic_env
 
 #: The worker on Apache Kafka and on the embedded default alike (tests/conftest.py).
@@ -121,7 +121,7 @@ def test_worker_waits_without_model(kafka_bootstrap, unique, tmp_path, store) ->
         assert early.drain(quiet_s=3, timeout=5) == []
         assert "waiting, not consuming" in worker.log()
         # A trainer publishes: here we just write a bundle and announce it on the control topic.
-        from stream_scorer.control import build_activate
+        from ja4_core.control import build_activate
 
         info = quick_bundle(store)
         produce(kafka_bootstrap, env["TOPIC_CONTROL"], [(b"default", build_activate(

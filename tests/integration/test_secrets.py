@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from stream_scorer.bundle import ModelStore
+from ja4_core.bundle import ModelStore
 from tests.helpers import REPO, Worker, free_port, quick_bundle, topic_env
 
 pytestmark = pytest.mark.timeout(300)

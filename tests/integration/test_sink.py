@@ -18,7 +18,7 @@ from tests.helpers import FAST_GROUP_ENV, Collector, free_port, headers_of, prod
 
 def _query(dsn: str, sql: str) -> list:
     """Query chdb in a child process: the embedded engine allows one process per directory."""
-    code = ("import json,sys; from trainer.clickhouse_io import connect; ch = connect(sys.argv[1]); "
+    code = ("import json,sys; from ja4_core.clickhouse_io import connect; ch = connect(sys.argv[1]); "
             "print(json.dumps(ch.client.query(sys.argv[2]).result_rows, default=str))")
     out = subprocess.run([sys.executable, "-c", code, dsn, sql], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -26,7 +26,7 @@ def _query(dsn: str, sql: str) -> list:
 
 def _command(dsn: str, *sql: str) -> None:
     """Create the schema, then run statements, in a child process (one process per chdb directory)."""
-    code = ("import sys; from trainer.clickhouse_io import connect; ch = connect(sys.argv[1]); ch.init_db(); "
+    code = ("import sys; from ja4_core.clickhouse_io import connect; ch = connect(sys.argv[1]); ch.init_db(); "
             "[ch.client.command(s) for s in sys.argv[2:]]; ch.close()")
     subprocess.run([sys.executable, "-c", code, dsn, *sql], capture_output=True, text=True, check=True)
 

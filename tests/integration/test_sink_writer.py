@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from stream_scorer.errors import SchemaError
+from ja4_core.errors import SchemaError
 from stream_scorer.sink import read_score
 from stream_scorer.sink_writer import ScoreWriter, WriteFailed
-from trainer.clickhouse_io import connect, is_data_error, score_row
+from ja4_core.clickhouse_io import connect, is_data_error, score_row
 
 
 def score(i: int, **over) -> dict:

@@ -1,5 +1,5 @@
 """Topics the product creates (issue 13, item 4), on the real broker: partitions, replication
-factor and configs as :mod:`stream_scorer.topics` says, whichever process creates them.
+factor and configs as :mod:`ja4_core.kafka_admin` says, whichever process creates them.
 
 Run on the session's broker and on the embedded Tansu. A factor above the number of brokers
 is refused by Apache Kafka (a clear error naming the setting) but accepted by Tansu, so the
@@ -12,8 +12,8 @@ import asyncio
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from stream_scorer.settings import load_settings
-from stream_scorer.topics import TopicError, control_min_insync, data_min_insync, ensure_topics, scorer_topics
+from ja4_core.settings import load_settings
+from ja4_core.kafka_admin import TopicError, control_min_insync, data_min_insync, ensure_topics, scorer_topics
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.both_brokers]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from stream_scorer.bundle import ModelStore
-from stream_scorer.settings import load_settings
-from stream_scorer.simulator import TrafficSimulator
+from ja4_core.bundle import ModelStore
+from ja4_core.settings import load_settings
+from ja4_dev.simulator import TrafficSimulator
 from trainer.cli import main
-from trainer.clickhouse_io import FEATURES_TABLE, LABELS_TABLE, connect
+from ja4_core.clickhouse_io import FEATURES_TABLE, LABELS_TABLE, connect
 from trainer.publish import read_control_latest
 
 

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from stream_scorer.errors import SchemaError
-from trainer.clickhouse_io import (FEATURES_TABLE, HISTORY_TABLE, LABELS_TABLE, SCORES_TABLE, Decision, connect)
+from ja4_core.errors import SchemaError
+from ja4_core.clickhouse_io import (FEATURES_TABLE, HISTORY_TABLE, LABELS_TABLE, SCORES_TABLE, Decision, connect)
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 HOSTILE = [

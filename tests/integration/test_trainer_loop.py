@@ -12,11 +12,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from stream_scorer.bundle import ModelStore
-from stream_scorer.embedded import TansuBroker
-from stream_scorer.settings import load_settings
-from stream_scorer.simulator import TrafficSimulator
-from trainer.clickhouse_io import connect
+from ja4_core.bundle import ModelStore
+from ja4_dev.tansu import TansuBroker
+from ja4_core.settings import load_settings
+from ja4_dev.simulator import TrafficSimulator
+from ja4_core.clickhouse_io import connect
 from trainer.publish import PublishError, read_control_latest
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,11 +26,11 @@ from typing import Callable
 
 import pytest
 
-from stream_scorer.bundle import TMP_PREFIX, ModelStore, load_bundle, read_manifest, smoke_check
-from stream_scorer.control import parse_control
-from stream_scorer.settings import Settings, load_settings
-from stream_scorer.simulator import TrafficSimulator
-from trainer.clickhouse_io import connect
+from ja4_core.bundle import TMP_PREFIX, ModelStore, load_bundle, read_manifest, smoke_check
+from ja4_core.control import parse_control
+from ja4_core.settings import Settings, load_settings
+from ja4_dev.simulator import TrafficSimulator
+from ja4_core.clickhouse_io import connect
 from trainer.publish import ensure_control_topic
 from trainer.run import BACKOFF_BASE_S
 
@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 HOLDER = r"""
 import sys
 from datetime import datetime, timezone
-from stream_scorer.simulator import TrafficSimulator
-from trainer.clickhouse_io import connect
+from ja4_dev.simulator import TrafficSimulator
+from ja4_core.clickhouse_io import connect
 rows = TrafficSimulator(seed=11, bot_share=0.05).history(1, 150, end=datetime.now(timezone.utc))
 with connect(sys.argv[1]) as ch:
     ch.init_db()

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from stream_scorer.bundle import ModelStore, load_bundle, new_version, smoke_check
-from stream_scorer.control import parse_control
-from stream_scorer.ensemble import impute
-from stream_scorer.errors import BundleError, ControlError
-from stream_scorer.features import DEFAULT_FEATURES, KEY_FIELDS
-from stream_scorer.settings import Settings, load_settings
-from stream_scorer.simulator import BOT_KINDS, TrafficSimulator
-from trainer.clickhouse_io import connect
+from ja4_core.bundle import ModelStore, load_bundle, new_version, smoke_check
+from ja4_core.control import parse_control
+from ja4_core.ensemble import impute
+from ja4_core.errors import BundleError, ControlError
+from ja4_core.features import DEFAULT_FEATURES, KEY_FIELDS
+from ja4_core.settings import Settings, load_settings
+from ja4_dev.simulator import BOT_KINDS, TrafficSimulator
+from ja4_core.clickhouse_io import connect
 from trainer.publish import read_control_latest
 from trainer.run import Trainer
 

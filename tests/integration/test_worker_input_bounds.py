@@ -9,8 +9,8 @@ import time
 
 import orjson
 
-from stream_scorer.bundle import ModelStore
-from stream_scorer.simulator import TrafficSimulator
+from ja4_core.bundle import ModelStore
+from ja4_dev.simulator import TrafficSimulator
 from tests.helpers import Collector, Worker, headers_of, quick_bundle, topic_env
 
 MB = 1024 * 1024

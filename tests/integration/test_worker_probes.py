@@ -8,8 +8,8 @@ import urllib.request
 
 import orjson
 
-from stream_scorer.bundle import ModelStore
-from stream_scorer.simulator import TrafficSimulator
+from ja4_core.bundle import ModelStore
+from ja4_dev.simulator import TrafficSimulator
 from tests.helpers import Collector, Worker, produce, quick_bundle, records_to_messages, topic_env
 
 

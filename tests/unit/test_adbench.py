@@ -16,9 +16,9 @@ import pytest
 from isotree import IsolationForest
 from sklearn.metrics import roc_auc_score
 
-from stream_scorer.bundle import ModelStore, load_bundle, smoke_check, write_bundle
-from stream_scorer.detectors import EIFDetector
-from stream_scorer.ensemble import Ensemble
+from ja4_core.bundle import ModelStore, load_bundle, smoke_check, write_bundle
+from ja4_core.detectors import EIFDetector
+from ja4_core.ensemble import Ensemble
 
 DATA_DIR = Path("/work/shared/data/adbench")
 #: The original bot-detector's settings (contract: "EIF original").

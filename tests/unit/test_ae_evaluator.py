@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from torch import nn
 
-from stream_scorer.bundle import ModelStore, load_bundle
-from stream_scorer.detectors.ae_compiled import CompiledAE
-from stream_scorer.detectors.autoencoder import _SCALED_CLIP, EVALUATOR_TOLERANCE, AutoencoderDetector
+from ja4_core.bundle import ModelStore, load_bundle
+from ja4_core.detectors.ae_compiled import CompiledAE
+from ja4_core.detectors.autoencoder import _SCALED_CLIP, EVALUATOR_TOLERANCE, AutoencoderDetector
 
 from tests.helpers import quick_bundle
 

@@ -1,4 +1,4 @@
-"""The bundle format and the model store (stream_scorer.bundle).
+"""The bundle format and the model store (ja4_core.bundle).
 
 Round trip, then every refusal of ``load_bundle`` / ``smoke_check`` on a copy of one
 pristine bundle, then the store: versions, CURRENT, purge, URIs, names and the writer lock.
@@ -21,13 +21,13 @@ import pytest
 import torch
 import xgboost as xgb
 
-from stream_scorer import bundle as bundle_mod
-from stream_scorer.bundle import (CURRENT, MANIFEST, MAX_MANIFEST_BYTES, ModelStore, check_name, load_bundle,
+from ja4_core import bundle as bundle_mod
+from ja4_core.bundle import (CURRENT, MANIFEST, MAX_MANIFEST_BYTES, ModelStore, check_name, load_bundle,
                                   new_version, read_manifest, smoke_check, write_bundle)
-from stream_scorer.detectors import EIFDetector
-from stream_scorer.errors import BundleError, ControlError, StoreLockedError
-from stream_scorer.features import DEFAULT_FEATURES, SCORE_LEVELS
-from stream_scorer.simulator import TrafficSimulator
+from ja4_core.detectors import EIFDetector
+from ja4_core.errors import BundleError, ControlError, StoreLockedError
+from ja4_core.features import DEFAULT_FEATURES, SCORE_LEVELS
+from ja4_dev.simulator import TrafficSimulator
 from trainer.fit import FitConfig, fit_ensemble
 
 FEATURES = DEFAULT_FEATURES[:12] + ("fingerprint_coherence_score",)
@@ -617,7 +617,7 @@ def test_store_lock_waits_up_to_its_deadline(tmp_path):
 def test_a_file_swapped_after_its_check_is_not_what_gets_loaded(copy, fitted, pristine, monkeypatch, name):
     """Replace a model file with another valid model (and fix its checksum) at the last moment
     before the parser runs: the loaded member still scores like the file that was hashed."""
-    from stream_scorer.detectors import AutoencoderDetector, XGBDetector
+    from ja4_core.detectors import AutoencoderDetector, XGBDetector
 
     ens, X, Xp = fitted
     other_dir = copy.parent / "other"
@@ -655,7 +655,7 @@ def pristine_sha(pristine, name: str) -> str:
 
 def test_build_ensemble_uses_only_the_bytes_given(copy, fitted):
     """``read_verified`` then ``build_ensemble``: the store can be emptied in between."""
-    from stream_scorer.bundle import build_ensemble, read_verified
+    from ja4_core.bundle import build_ensemble, read_verified
 
     _, _, Xp = fitted
     manifest, _ = read_manifest(copy)
@@ -666,7 +666,7 @@ def test_build_ensemble_uses_only_the_bytes_given(copy, fitted):
 
 
 def test_read_verified_refuses_a_changed_byte_without_parsing(copy):
-    from stream_scorer.bundle import read_verified
+    from ja4_core.bundle import read_verified
 
     manifest, _ = read_manifest(copy)
     data = bytearray((copy / "ae.pt").read_bytes())
@@ -711,7 +711,7 @@ def test_read_current_reads_a_good_pointer_and_none_when_missing(tmp_path):
 
 
 def test_published_sha_only_for_the_version_it_names(tmp_path):
-    from stream_scorer.bundle import PUBLISHED
+    from ja4_core.bundle import PUBLISHED
 
     store = ModelStore(tmp_path)
     (tmp_path / "default").mkdir()

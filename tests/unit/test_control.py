@@ -1,4 +1,4 @@
-"""Control messages (stream_scorer.control): build, sign, parse, verify, refuse."""
+"""Control messages (ja4_core.control): build, sign, parse, verify, refuse."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from stream_scorer.control import MAX_CONTROL_BYTES, ControlMessage, build_activate, parse_control, sign, to_dict
-from stream_scorer.errors import BundleError, ControlError
+from ja4_core.control import MAX_CONTROL_BYTES, ControlMessage, build_activate, parse_control, sign, to_dict
+from ja4_core.errors import BundleError, ControlError
 
 SHA = "3f" * 32
 WHEN = datetime(2026, 11, 24, 22, 10, tzinfo=timezone.utc)
@@ -213,8 +213,8 @@ def test_deeply_nested_field_is_refused_with_a_control_error():
 
 from datetime import timedelta  # noqa: E402
 
-from stream_scorer.control import ControlRecord, latest_valid, supersedes  # noqa: E402
-from stream_scorer.errors import ControlFutureError, ControlMalformedError, ControlSignatureError  # noqa: E402
+from ja4_core.control import ControlRecord, latest_valid, supersedes  # noqa: E402
+from ja4_core.errors import ControlFutureError, ControlMalformedError, ControlSignatureError  # noqa: E402
 
 
 @pytest.mark.parametrize("signature", ["é" * 64, "\u00e9" + "0" * 63, "😀", "0" * 63 + "\u0660", "AB" * 32])
@@ -308,7 +308,7 @@ def test_latest_valid_is_independent_of_arrival_order():
 
 
 def test_deferred_future_message_is_taken_up_when_due():
-    from stream_scorer.control import ControlLedger
+    from ja4_core.control import ControlLedger
 
     clock = [WHEN]
     ledger = ControlLedger(max_future_skew_s=60, clock=lambda: clock[0])

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_scorer.bundle import ModelStore
-from stream_scorer.control import ControlMessage, latest_valid, order_key, parse_control, sign, supersedes
+from ja4_core.bundle import ModelStore
+from ja4_core.control import ControlMessage, latest_valid, order_key, parse_control, sign, supersedes
 from stream_scorer.control_follower import ControlFollower
-from stream_scorer.errors import ControlError
+from ja4_core.errors import ControlError
 from stream_scorer.model_holder import ModelHolder
-from stream_scorer.settings import load_settings
+from ja4_core.settings import load_settings
 
 KEY = "fuzz-key"
 FIELDS = ("type", "model", "version", "uri", "manifest_sha256", "issued_at", "issued_by", "rollback", "signature")

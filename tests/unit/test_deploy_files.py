@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from stream_scorer import metrics
-from stream_scorer.settings import Settings, load_settings
+from ja4_core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.kafka.yml"
@@ -406,7 +406,7 @@ def test_product_services_use_only_setting_env_names(compose: dict[str, Any], na
     env = env_of(compose["services"][name])
     assert env, f"{name} has no environment"
     unknown = sorted(set(env) - SETTING_ENV.keys())
-    assert not unknown, f"{name}: {unknown} are not settings (stream_scorer/settings.py)"
+    assert not unknown, f"{name}: {unknown} are not settings (ja4_core/settings.py)"
     load_settings(environ=env)  # every value passes the settings' own validation
 
 
@@ -584,7 +584,7 @@ def test_dashboard_is_provisioned(compose: dict[str, Any], dashboard: dict[str, 
 # --- ClickHouse Kafka engine --------------------------------------------------------------
 
 def test_kafka_engine_ddl_matches_ml_all_scores() -> None:
-    from trainer.clickhouse_io import SCORE_COLUMNS
+    from ja4_core.clickhouse_io import SCORE_COLUMNS
 
     sql = KAFKA_ENGINE_SQL.read_text(encoding="utf-8")
     assert "tested by hand, not by ci" in sql.lower()
@@ -593,7 +593,7 @@ def test_kafka_engine_ddl_matches_ml_all_scores() -> None:
     assert [(c, t.rstrip(",")) for c, t in columns] == list(SCORE_COLUMNS)
     engine = " ".join(table.group(2).split())
     assert engine == "ReplacingMergeTree(scored_at) ORDER BY (window_start, src_ip, ja4, host, model_version)"
-    src = (ROOT / "trainer" / "clickhouse_io.py").read_text(encoding="utf-8")
+    src = (ROOT / "ja4_core" / "clickhouse_io.py").read_text(encoding="utf-8")
     assert "ENGINE = ReplacingMergeTree(scored_at) ORDER BY (window_start, src_ip, ja4, host, model_version)" in src
     kafka = re.search(r"ENGINE = Kafka\s+SETTINGS(.*?);", sql, re.S).group(1)
     assert "kafka_topic_list = 'ja4.scores'" in kafka and "kafka_format = 'JSONEachRow'" in kafka

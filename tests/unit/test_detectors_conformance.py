@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from stream_scorer.detectors import AutoencoderDetector, EIFDetector, XGBDetector
-from stream_scorer.errors import NotFittedError
+from ja4_core.detectors import AutoencoderDetector, EIFDetector, XGBDetector
+from ja4_core.errors import NotFittedError
 
 N_FEATURES = 6
 

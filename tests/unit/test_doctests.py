@@ -4,7 +4,13 @@ import doctest
 
 import pytest
 
-from stream_scorer import ensemble, logs, parsing, topics
+from stream_scorer import parsing
+
+from ja4_core import ensemble
+
+from ja4_core import logs
+
+from ja4_core import kafka_admin as topics
 
 
 @pytest.mark.parametrize("module", [ensemble, parsing, logs, topics])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from isotree import IsolationForest
 
-from stream_scorer.detectors.eif import EIFDetector
-from stream_scorer.detectors.eif_compiled import CompiledEIF
-from stream_scorer.detectors.eif_fast import FastEIF
+from ja4_core.detectors.eif import EIFDetector
+from ja4_core.detectors.eif_compiled import CompiledEIF
+from ja4_core.detectors.eif_fast import FastEIF
 
 
 def _forest(ntrees, sample_size, ndim, cols, n_test):

@@ -13,12 +13,12 @@ import numpy as np
 import orjson
 import pytest
 
-from stream_scorer.bundle import ModelStore, load_bundle, write_bundle
-from stream_scorer.ensemble import COHERENCE_FEATURE, Ensemble, decide, impute
-from stream_scorer.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS, KNOWN_BOT, LEGITIMATE_BROWSER, \
+from ja4_core.bundle import ModelStore, load_bundle, write_bundle
+from ja4_core.ensemble import COHERENCE_FEATURE, Ensemble, decide, impute
+from ja4_core.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS, KNOWN_BOT, LEGITIMATE_BROWSER, \
     SCORE_LEVELS
 from stream_scorer.scoring import score_values
-from stream_scorer.simulator import TrafficSimulator
+from ja4_dev.simulator import TrafficSimulator
 from trainer.fit import FitConfig, fit_ensemble
 
 LEVELS = set(SCORE_LEVELS) | {KNOWN_BOT, LEGITIMATE_BROWSER}

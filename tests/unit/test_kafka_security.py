@@ -6,8 +6,8 @@ import ssl
 
 import pytest
 
-from stream_scorer.kafka_config import aiokafka_security, confluent_config, faust_credentials
-from stream_scorer.settings import load_settings
+from ja4_core.kafka_security import aiokafka_security, confluent_config, faust_credentials
+from ja4_core.settings import load_settings
 
 
 def test_plaintext_adds_nothing() -> None:
@@ -38,7 +38,7 @@ def test_ssl_builds_a_context() -> None:
 
 
 def test_unknown_protocol_is_a_config_error() -> None:
-    from stream_scorer.errors import ConfigError
+    from ja4_core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="^KAFKA_SECURITY_PROTOCOL"):
         load_settings({"KAFKA_SECURITY_PROTOCOL": "kerberos"})

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from stream_scorer.bundle import ModelStore
-from stream_scorer.control import build_activate, parse_control
+from ja4_core.bundle import ModelStore
+from ja4_core.control import build_activate, parse_control
 from stream_scorer.model_holder import ModelHolder
 from tests.helpers import quick_bundle
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("stream_scorer", "trainer")
+PACKAGES = ("ja4_core", "stream_scorer", "trainer", "ja4_dev")
 FORBIDDEN = {"pickle", "_pickle", "cPickle", "joblib", "cloudpickle", "dill", "shelve"}
 
 
@@ -91,7 +91,7 @@ def source_files() -> list[Path]:
 def test_the_packages_are_where_expected():
     files = source_files()
     names = {p.relative_to(REPO).as_posix() for p in files}
-    assert {"stream_scorer/bundle.py", "stream_scorer/detectors/autoencoder.py", "trainer/fit.py"} <= names
+    assert {"ja4_core/bundle.py", "ja4_core/detectors/autoencoder.py", "trainer/fit.py"} <= names
 
 
 def test_no_pickle_in_stream_scorer_and_trainer():
@@ -103,7 +103,7 @@ def test_no_pickle_in_stream_scorer_and_trainer():
 
 def test_the_autoencoder_loads_with_weights_only():
     """The one torch.load the product needs is there, and passes the checker."""
-    src = (REPO / "stream_scorer/detectors/autoencoder.py").read_text()
+    src = (REPO / "ja4_core/detectors/autoencoder.py").read_text()
     assert "torch.load(" in src and violations(src) == []
 
 

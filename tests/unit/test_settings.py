@@ -1,4 +1,4 @@
-"""Settings (stream_scorer.settings): contract defaults, env and flag precedence, validation."""
+"""Settings (ja4_core.settings): contract defaults, env and flag precedence, validation."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from stream_scorer.errors import ConfigError
-from stream_scorer.settings import Settings, add_setting_flags, load_settings
+from ja4_core.errors import ConfigError
+from ja4_core.settings import Settings, add_setting_flags, load_settings
 
 #: The contract's configuration table: variable -> (attribute, default).
 CONTRACT = {
@@ -265,7 +265,7 @@ def test_help_documents_variable_and_default():
 def test_fetch_wait_defaults_to_half_the_batch_wait_and_can_be_set(tmp_path, monkeypatch) -> None:
     """The broker may hold a fetch this long: short by default (latency on brokers that hold
     it), Kafka's 500 ms when an operator says so (no idle fetch load on Apache Kafka)."""
-    from stream_scorer import faust_tuning
+    from stream_scorer import faust_app_args as faust_tuning
 
     monkeypatch.chdir(tmp_path)  # app_settings creates Faust's data directory
     monkeypatch.setitem(faust_tuning._patched, "ms", faust_tuning._patched.get("ms", 1))  # restored after
@@ -306,7 +306,7 @@ def test_secret_values_lists_every_secret_including_a_percent_encoded_url_passwo
 def test_log_lines_and_tracebacks_mask_secrets(fmt, capsys):
     import logging
 
-    from stream_scorer.logs import configure_logging, redact
+    from ja4_core.logs import configure_logging, redact
 
     s = load_settings(SECRET_ENV)
     root = logging.getLogger()

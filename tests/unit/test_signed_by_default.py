@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
-from stream_scorer.demo import Demo
-from stream_scorer.settings import load_settings
+from ja4_dev.demo import Demo
+from ja4_core.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

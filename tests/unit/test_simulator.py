@@ -14,9 +14,9 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from stream_scorer import simulator as sim_mod
-from stream_scorer.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS
-from stream_scorer.simulator import (
+from ja4_dev import simulator as sim_mod
+from ja4_core.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS
+from ja4_dev.simulator import (
     BOT_KINDS,
     HUMAN,
     Fingerprint,
@@ -50,7 +50,7 @@ def _epoch(iso: str) -> int:
 
 
 def _csv_ja4s() -> set[str]:
-    text = resources.files("stream_scorer").joinpath("data/ja4plus-mapping.csv").read_text("utf-8")
+    text = resources.files("ja4_dev").joinpath("data/ja4plus-mapping.csv").read_text("utf-8")
     return {row["ja4"].strip() for row in csv.DictReader(io.StringIO(text)) if row["ja4"].strip()}
 
 

@@ -1,6 +1,6 @@
 """Kafka security settings reach the trainer's confluent-kafka clients as librdkafka keys."""
 
-from stream_scorer.settings import load_settings
+from ja4_core.settings import load_settings
 from trainer.publish import kafka_config
 
 

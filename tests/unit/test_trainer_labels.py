@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from stream_scorer.features import DEFAULT_FEATURES
-from stream_scorer.simulator import TrafficSimulator
+from ja4_core.features import DEFAULT_FEATURES
+from ja4_dev.simulator import TrafficSimulator
 from trainer.labels import clean_labels, eligibility, split_holdout
 
 

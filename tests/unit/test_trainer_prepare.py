@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stream_scorer.errors import SchemaError
+from ja4_core.errors import SchemaError
 from trainer.prepare import column_variances, prepare_baseline, select, to_missing
 
 

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-import trainer.clickhouse_io as chio
-from stream_scorer.errors import ConfigError, SchemaError
+import ja4_core.clickhouse_io as chio
+from ja4_core.errors import ConfigError, SchemaError
 from trainer import drift, fit, labels, prepare, publish
 
 

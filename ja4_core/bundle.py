@@ -37,13 +37,13 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from .detectors import AutoencoderDetector, EIFDetector, XGBDetector
-from .detectors import autoencoder as ae_mod
-from .detectors import eif as eif_mod
-from .detectors import xgb as xgb_mod
-from .ensemble import Ensemble, impute
-from .errors import BundleError, ControlError, StoreLockedError
-from .features import SCORE_LEVELS
+from ja4_core.detectors import AutoencoderDetector, EIFDetector, XGBDetector
+from ja4_core.detectors import autoencoder as ae_mod
+from ja4_core.detectors import eif as eif_mod
+from ja4_core.detectors import xgb as xgb_mod
+from ja4_core.ensemble import Ensemble, impute
+from ja4_core.errors import BundleError, ControlError, StoreLockedError
+from ja4_core.features import SCORE_LEVELS
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

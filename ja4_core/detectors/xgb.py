@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from ..errors import BundleError, NotFittedError
+from ja4_core.errors import BundleError, NotFittedError
 
 FILENAME = "xgb.ubj"
 

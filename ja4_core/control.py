@@ -36,8 +36,8 @@ from typing import Callable, Iterable
 
 import orjson
 
-from .bundle import check_name
-from .errors import (
+from ja4_core.bundle import check_name
+from ja4_core.errors import (
     BundleError,
     ControlError,
     ControlFutureError,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from isotree import IsolationForest
 
-from ..errors import BundleError, NotFittedError
+from ja4_core.errors import BundleError, NotFittedError
 
 FILENAME = "eif.isotree"
 EVALUATORS = ("compiled", "isotree")
@@ -89,7 +89,7 @@ class EIFDetector:
         """
         if self.model_ is None:
             raise NotFittedError("EIFDetector.use_compiled called before fit/load")
-        from .eif_compiled import CompiledEIF
+        from ja4_core.detectors.eif_compiled import CompiledEIF
 
         probe = np.ascontiguousarray(probe, dtype=np.float64)
         try:

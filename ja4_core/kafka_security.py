@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from .settings import Settings
+from ja4_core.settings import Settings
 
 
 def _ssl_context(s: Settings) -> ssl.SSLContext:

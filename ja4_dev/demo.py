@@ -35,8 +35,8 @@ from typing import Any, Callable
 import numpy as np
 import orjson
 
-from .embedded import TansuBroker, free_port
-from .settings import Settings
+from ja4_dev.tansu import TansuBroker, free_port
+from ja4_core.settings import Settings
 
 #: ``--broker`` choices; ``auto`` is Apache Kafka where java and mvn are installed, else Tansu.
 BROKER_NAMES = {"tansu": "the embedded broker (Tansu)", "kafka": "Apache Kafka (one KRaft node)"}
@@ -127,7 +127,7 @@ def _metric_sum(url: str, name: str) -> float:
 # --- chdb tasks (run in a child process: chdb is one process per directory) -------------
 
 def _chdb_task(dsn: str, task: str, payload: str) -> None:
-    from trainer.clickhouse_io import connect
+    from ja4_core.clickhouse_io import connect
 
     ch = connect(dsn)
     ch.init_db()
@@ -152,7 +152,7 @@ def _chdb_task(dsn: str, task: str, payload: str) -> None:
 
 
 def run_chdb_task(dsn: str, task: str, payload: str, log_path: Path) -> Any:
-    code = "import sys; from stream_scorer.demo import _chdb_task; _chdb_task(*sys.argv[1:4])"
+    code = "import sys; from ja4_dev.demo import _chdb_task; _chdb_task(*sys.argv[1:4])"
     out = subprocess.run([sys.executable, "-c", code, dsn, task, payload], capture_output=True, text=True)
     with open(log_path, "a") as fh:
         fh.write(out.stdout + out.stderr)
@@ -185,7 +185,7 @@ class Traffic(threading.Thread):
         self.seconds_per_window = max(duration, 1.0) / self.SIM_HOURS
         from confluent_kafka import Producer
 
-        from .simulator import TrafficSimulator
+        from ja4_dev.simulator import TrafficSimulator
 
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
         self.topic = topic
@@ -509,7 +509,7 @@ class Demo:
         return sink
 
     def _current(self) -> str:
-        from .bundle import ModelStore
+        from ja4_core.bundle import ModelStore
 
         version = ModelStore(self.models).current(self.settings.model_name)
         if version is None:

@@ -45,7 +45,7 @@ def app_settings(settings: Any, app_id: str, *, web_port: int, batch_max: int, b
     wait limited to half the batch wait."""
     from pathlib import Path
 
-    from .kafka_config import faust_credentials
+    from ja4_core.kafka_security import faust_credentials
 
     datadir = Path("var") / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)

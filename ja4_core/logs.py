@@ -4,7 +4,7 @@ Human-readable lines by default, JSON lines with ``LOG_FORMAT=json``. Every line
 logs it (our code, Faust, aiokafka, librdkafka, clickhouse-connect, a traceback), passes
 :func:`redact` on its way out: the password of any ``scheme://user:password@`` URL becomes
 ``***``, and so does each secret value given to :func:`configure_logging` (the settings'
-:meth:`~stream_scorer.settings.Settings.secret_values`). The CLIs pass the lines they print
+:meth:`~ja4_core.settings.Settings.secret_values`). The CLIs pass the lines they print
 themselves (errors, status) through :func:`redact` too.
 """
 

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from .features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS
+from ja4_core.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS
 
 __all__ = [
     "BOT_KINDS",
@@ -138,7 +138,7 @@ def _family(application: str, library: str) -> str:
 @lru_cache(maxsize=1)
 def _fingerprints() -> tuple[Fingerprint, ...]:
     text = (
-        resources.files("stream_scorer")
+        resources.files("ja4_dev")
         .joinpath("data/ja4plus-mapping.csv")
         .read_text(encoding="utf-8")
     )

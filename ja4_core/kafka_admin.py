@@ -28,8 +28,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .errors import Ja4StreamError
-from .settings import Settings
+from ja4_core.errors import Ja4StreamError
+from ja4_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class TopicSpec:
 def replication_factor(settings: Settings) -> int:
     """The factor sent in CreateTopics: ``TOPIC_REPLICATION_FACTOR``, or -1 for the broker's default.
 
-    >>> from stream_scorer.settings import load_settings
+    >>> from ja4_core.settings import load_settings
     >>> replication_factor(load_settings({})), replication_factor(load_settings({"TOPIC_REPLICATION_FACTOR": "3"}))
     (-1, 3)
     """
@@ -122,7 +122,7 @@ def sink_topics(settings: Settings) -> list[TopicSpec]:
 def _admin(settings: Settings, timeout: float) -> Any:
     from confluent_kafka.admin import AdminClient
 
-    from .kafka_config import confluent_config
+    from ja4_core.kafka_security import confluent_config
 
     if not log.isEnabledFor(logging.DEBUG):
         _RDKAFKA_LOG.setLevel(logging.CRITICAL)

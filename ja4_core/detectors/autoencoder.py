@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import BundleError, NotFittedError
+from ja4_core.errors import BundleError, NotFittedError
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class AutoencoderDetector:
         ``evaluator_note``. Never raises for an unsupported network: torch stays the evaluator."""
         if self.net_ is None:
             raise NotFittedError("AutoencoderDetector.use_compiled called before fit/load")
-        from .ae_compiled import CompiledAE
+        from ja4_core.detectors.ae_compiled import CompiledAE
 
         assert self.min_ is not None and self.range_ is not None and self.error_ref_ is not None
         probe = np.ascontiguousarray(probe, dtype=np.float64)

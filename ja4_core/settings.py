@@ -2,7 +2,7 @@
 
 Every setting is declared once below with its default, its environment variable, its CLI
 flag and a constraint. :func:`load_settings` is the only place that reads ``os.environ``;
-a bad value raises :class:`~stream_scorer.errors.ConfigError` whose one-line message names
+a bad value raises :class:`~ja4_core.errors.ConfigError` whose one-line message names
 the setting and the problem, so a worker with a bad configuration stops at start.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
-from .errors import ConfigError
-from .logs import MASK, mask_url, url_secrets
+from ja4_core.errors import ConfigError
+from ja4_core.logs import MASK, mask_url, url_secrets
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

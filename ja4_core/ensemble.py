@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .detectors import AutoencoderDetector, EIFDetector, XGBDetector
-from .features import KNOWN_BOT, LEGITIMATE_BROWSER, SCORE_LEVELS
+from ja4_core.detectors import AutoencoderDetector, EIFDetector, XGBDetector
+from ja4_core.features import KNOWN_BOT, LEGITIMATE_BROWSER, SCORE_LEVELS
 
 #: Feature that tells whether JA4, HTTP/2 settings and headers agree on one browser.
 COHERENCE_FEATURE = "fingerprint_coherence_score"

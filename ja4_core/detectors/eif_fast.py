@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._numba import jit
+from ja4_core.detectors._numba import jit
 
 WATERMARK = b"isotree_model"
 _SETUP = 9  # endianness, version x3, double type, size_t kind, sizeof int/size_t/double

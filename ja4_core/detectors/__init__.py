@@ -8,8 +8,8 @@ Each adapter saves to and loads from one file in the bundle, in its library's ow
 (no pickle).
 """
 
-from .autoencoder import AutoencoderDetector
-from .eif import EIFDetector
-from .xgb import XGBDetector
+from ja4_core.detectors.autoencoder import AutoencoderDetector
+from ja4_core.detectors.eif import EIFDetector
+from ja4_core.detectors.xgb import XGBDetector
 
 __all__ = ["AutoencoderDetector", "EIFDetector", "XGBDetector"]

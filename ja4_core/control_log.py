@@ -11,8 +11,8 @@ import time
 import uuid
 from typing import Any, Iterator
 
-from .control import ControlLedger, ControlRecord, latest_valid, to_dict
-from .settings import Settings
+from ja4_core.control import ControlLedger, ControlRecord, latest_valid, to_dict
+from ja4_core.settings import Settings
 
 
 def read_control_records(settings: Settings, timeout_s: float = 10.0) -> Iterator[ControlRecord]:
@@ -20,7 +20,7 @@ def read_control_records(settings: Settings, timeout_s: float = 10.0) -> Iterato
     end of each partition (a throw-away consumer: no group membership, no commits)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    from .kafka_config import confluent_config
+    from ja4_core.kafka_security import confluent_config
 
     topic = settings.topic_control
     consumer = Consumer({**confluent_config(settings), "group.id": f"ja4-status-reader-{uuid.uuid4().hex[:8]}",

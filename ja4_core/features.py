@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import RecordError
+from ja4_core.errors import RecordError
 
 #: Fields that identify a record; a record missing any of them goes to the DLQ.
 KEY_FIELDS: tuple[str, ...] = ("window_start", "src_ip", "ja4", "host")
@@ -37,7 +37,7 @@ def window_start_seconds(value: Any) -> float:
     >>> window_start_seconds(1e300)
     Traceback (most recent call last):
     ...
-    stream_scorer.errors.RecordError: key field 'window_start' is out of range (1970 to 2200): 1e+300
+    ja4_core.errors.RecordError: key field 'window_start' is out of range (1970 to 2200): 1e+300
     """
     t = type(value)
     if t is int or t is float:  # bool excluded: True is not a time

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba.typed import List
 
-from ._numba import jit
+from ja4_core.detectors._numba import jit
 
 
 @jit
