@@ -137,7 +137,7 @@ def model_ceiling(bundle_path: Path, records: list[dict], quick: bool) -> dict[s
     out["score_values_env1000_rows_per_s"] = n / (time.perf_counter() - t0)
     # The numpy evaluator of the same forest (kept for comparison).
     try:
-        from ja4_core.detectors.eif_fast import FastEIF
+        from ja4_core.detectors.isotree_file import FastEIF
 
         fast = FastEIF.from_model(ens.eif.model_, ens.n_features)
         out["eif_fast_rows_per_s"] = _rate(fast.predict, X, 1000, mt)

@@ -1,14 +1,12 @@
 """Shared harness pieces: broker, worker subprocesses with CPU/RSS probes, producing, collecting.
 
-Patterns follow ``tests/helpers.py`` (copied, not imported: the benchmark must not break when
-the tests change).
+Processes are started, probed and stopped by :mod:`ja4_dev.processes`, as in the demo and the
+tests; the rest is the benchmark's own (not imported from ``tests/``: the benchmark must not
+break when the tests change).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +19,8 @@ from typing import Any, Callable, Iterable
 
 import orjson
 import psutil
+
+from ja4_dev.processes import ProductProcess, get_json
 from ja4_dev.tansu import free_port  # noqa: F401  (re-exported for bench modules)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,8 +29,9 @@ FAST_GROUP_ENV = {"KAFKA_SESSION_TIMEOUT_S": "6", "KAFKA_HEARTBEAT_S": "1", "KAF
 PARTITIONS = 4
 
 
-#: The embedded broker's pid when the bench started one (its CPU is reported next to ours).
-BROKER_PID: int | None = None
+#: The pids of the broker the bench started (Tansu's process, or each Apache Kafka JVM): their
+#: CPU is reported next to ours. Empty for an external broker.
+BROKER_PIDS: list[int] = []
 
 
 class CpuWindow:
@@ -54,13 +55,14 @@ class CpuWindow:
 
     @staticmethod
     def _broker() -> float:
-        if BROKER_PID is None:
-            return 0.0
-        try:
-            t = psutil.Process(BROKER_PID).cpu_times()
-            return t.user + t.system
-        except psutil.Error:
-            return 0.0
+        total = 0.0
+        for pid in BROKER_PIDS:
+            try:
+                t = psutil.Process(pid).cpu_times()  # a JVM's threads are all in its process
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
 
     @staticmethod
     def _self() -> float:
@@ -71,7 +73,7 @@ class CpuWindow:
         """Average cores busy since construction, per party (``box`` is everything)."""
         el = max(time.perf_counter() - self._t0, 1e-9)
         return {"box": round((self._box() - self._box0) / el, 2),
-                "broker": round((self._broker() - self._broker0) / el, 2) if BROKER_PID else None,
+                "broker": round((self._broker() - self._broker0) / el, 2) if BROKER_PIDS else None,
                 "measured": round((sum(p.cpu_seconds() for p in self.procs) - self._procs0) / el, 2),
                 "bench": round((self._self() - self._self0) / el, 2),
                 "of": psutil.cpu_count()}
@@ -125,11 +127,13 @@ class Proc:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
+    process: ProductProcess | None = None
+
     def start(self) -> "Proc":
-        env = {**os.environ, **self.env, "SCORER_WEB_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
         self.log_path = self.cwd / f"{self.name}-{self.port}.log"
-        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env, stdout=open(self.log_path, "ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = ProductProcess(self.name, self.argv, {**self.env, "SCORER_WEB_PORT": str(self.port),
+                                                             "PYTHONUNBUFFERED": "1"}, self.log_path, cwd=self.cwd).start()
+        self.proc = self.process.proc
         return self
 
     @property
@@ -137,15 +141,7 @@ class Proc:
         return f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            body = exc.read() or b"{}"
-            try:
-                return exc.code, json.loads(body)
-            except ValueError:
-                return exc.code, {}
+        return get_json(self.url + path, timeout)
 
     def stage_totals(self) -> dict[str, tuple[float, float]]:
         """(sum, count) of the worker's ``ja4_stage_seconds`` per stage and of ``ja4_batch_records``
@@ -164,23 +160,13 @@ class Proc:
         return {k: (v[0], v[1]) for k, v in out.items()}
 
     def wait_http(self, path: str, ok: Callable[[int, dict], bool], timeout: float = 90.0) -> dict:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                status, body = self.get(path)
-                last = body
-                if ok(status, body):
-                    return body
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready within {timeout}s (last {last}):\n{self.log()[-3000:]}")
+        """Poll ``path`` until ``ok``; :class:`~ja4_dev.processes.ProcessError` (a RuntimeError)
+        if the process exits or the time is up."""
+        assert self.process is not None, f"{self.name} not started"
+        return self.process.wait_http(self.url + path, ok, timeout, interval=0.2)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+        return self.process.log() if self.process is not None else ""
 
     # -- probes -------------------------------------------------------------------------
     def _ps(self) -> psutil.Process | None:
@@ -214,16 +200,8 @@ class Proc:
             return 0
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-        except ProcessLookupError:
-            pass
+        if self.process is not None:
+            self.process.stop(grace=timeout)
 
 
 def scorer_worker(env: dict[str, str], cwd: Path) -> Proc:

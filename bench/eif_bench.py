@@ -5,7 +5,7 @@ seeds 1-3 as in the contract's reference table (``--quick``: seed 1 and at most 
 Speed: rows/s on a fixed block of rows (the first ``speed_rows`` of X), batches of 1,000 rows
 as in the scorer, with 1 and 2 threads, for isotree's ``predict`` and for the compiled
 evaluator (``eif_compiled.CompiledEIF``) of the *same* trained forest, whose max |difference|
-to isotree's scores is reported (the numpy evaluator ``eif_fast.FastEIF`` too, for the original).
+to isotree's scores is reported (the numpy evaluator ``isotree_file.FastEIF`` too, for the original).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def run(quick: bool) -> dict[str, Any]:
     from isotree import IsolationForest
 
     from ja4_core.detectors.eif_compiled import CompiledEIF
-    from ja4_core.detectors.eif_fast import FastEIF
+    from ja4_core.detectors.isotree_file import FastEIF
 
     speed_rows = 3000 if quick else 10000
     seeds = (1,) if quick else (1, 2, 3)

@@ -1,8 +1,12 @@
 """Benchmarks of ja4-stream, all in one run against one broker and one bundle.
 
-    python -m bench.run [--quick] [--skip SECTION ...]
+    python -m bench.run [--broker auto|kafka|tansu] [--quick] [--skip SECTION ...]
 
-Starts its own Tansu broker on a free port (or uses ``KAFKA_BOOTSTRAP_SERVERS``), trains a
+Starts its own broker on free ports (or uses ``KAFKA_BOOTSTRAP_SERVERS``): ``--broker kafka``
+is one Apache Kafka 4 KRaft node from :mod:`ja4_dev.apache_kafka` (jars from Maven Central,
+data on disk), ``tansu`` the embedded Tansu (memory storage), ``auto`` (the default) Kafka
+where java and mvn are installed. The broker's CPU (Tansu's process, or the JVM) is counted
+next to the worker's in every measurement, and ``broker`` in the results names it. Trains a
 bundle with the default settings (EIF ntrees=300, ndim=3, sample_size auto; AE; a small
 XGBoost on simulator labels) and measures: ceilings (transport, framework, model), scorer
 throughput (1 and 2 workers; 1 record/message, envelopes of 100 and 1,000), latency (open
@@ -121,10 +125,32 @@ def run_trainer(sizes: list[int], work: Path, bootstrap: str) -> list[dict]:
     return out
 
 
+def start_broker(choice: str, work: Path) -> tuple[Any, str]:
+    """Start the bench's broker; return it (``.bootstrap``, ``.stop()``) and its description.
+    Its pids go to :data:`bench.common.BROKER_PIDS`, so its CPU is counted."""
+    from bench import common
+    from ja4_dev import apache_kafka
+
+    kind = choice if choice != "auto" else ("kafka" if apache_kafka.available() else "tansu")
+    if kind == "kafka":
+        cluster = apache_kafka.KafkaCluster(1, workdir=work / "kafka").start()
+        common.BROKER_PIDS[:] = [n.pid for n in cluster.nodes if n.pid is not None]
+        return cluster, (f"Apache Kafka {apache_kafka.KAFKA_VERSION} (one KRaft node, JVM heap "
+                         f"{cluster.heap}, data on disk)")
+    from ja4_dev.tansu import TansuBroker
+
+    broker = TansuBroker(free_port(), log_path=work / "tansu.log").start()
+    common.BROKER_PIDS[:] = [broker.proc.pid]
+    return broker, "embedded Tansu (memory storage)"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes (~5 min); skips the 1M-row trainer run")
     ap.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections to skip")
+    ap.add_argument("--broker", choices=("auto", "kafka", "tansu"), default="auto",
+                    help="the broker to start: Apache Kafka 4 (one KRaft node), the embedded Tansu, or "
+                         "auto (Kafka where java and mvn are installed); KAFKA_BOOTSTRAP_SERVERS wins")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"))
     args = ap.parse_args(argv)
     quick = args.quick
@@ -139,14 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
-            from ja4_dev.tansu import TansuBroker
-
-            broker = TansuBroker(free_port(), log_path=work / "tansu.log").start()
+            broker, results["broker"] = start_broker(args.broker, work)
             bootstrap = broker.bootstrap
-            from bench import common
-
-            common.BROKER_PID = broker.proc.pid
-        results["broker"] = "external " + bootstrap if broker is None else "embedded Tansu (memory storage)"
+        else:
+            results["broker"] = "external " + bootstrap
         log(f"broker {bootstrap}; work dir {work}")
         store, infos, traffic = train_bundle(work / "models", 8000 if quick else 20000)
         results["bundle"] = bundle_load_figures(infos[0])

@@ -3,7 +3,9 @@
 Layout (see the contract)::
 
     MODEL_STORE/<model>/<version>/manifest.json   format version, features, medians, weights,
-                                                   thresholds, drift digest, metrics, sha256 of files
+                                                   thresholds, combination (per-member quantile
+                                                   tables + the evidence behind the weights;
+                                                   optional), drift digest, metrics, sha256 of files
     MODEL_STORE/<model>/<version>/eif.isotree     isotree's own serialisation
     MODEL_STORE/<model>/<version>/ae.pt           torch state dict (weights_only loadable)
     MODEL_STORE/<model>/<version>/xgb.ubj         optional, XGBoost UBJSON
@@ -27,7 +29,6 @@ import re
 import secrets
 import shutil
 import stat
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,10 +38,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from ja4_core.detectors import AutoencoderDetector, EIFDetector, XGBDetector
-from ja4_core.detectors import autoencoder as ae_mod
-from ja4_core.detectors import eif as eif_mod
-from ja4_core.detectors import xgb as xgb_mod
+from ja4_core.detectors import REGISTRY, REQUIRED, AutoencoderDetector, EIFDetector
 from ja4_core.ensemble import Ensemble, impute
 from ja4_core.errors import BundleError, ControlError, StoreLockedError
 from ja4_core.features import SCORE_LEVELS
@@ -54,7 +52,7 @@ PUBLISHED = "PUBLISHED"
 MAX_POINTER_BYTES = 256
 TMP_PREFIX = ".tmp-"
 #: The only files a manifest may reference: plain names, never paths.
-ALLOWED_FILES = frozenset({eif_mod.FILENAME, ae_mod.FILENAME, xgb_mod.FILENAME})
+ALLOWED_FILES = frozenset(cls.FILENAME for cls in REGISTRY.values())
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 #: Largest model file read into memory for verification (the default EIF is ~37 MB).
 MAX_MODEL_FILE_BYTES = 2 * 1024**3
@@ -258,10 +256,15 @@ def build_manifest(ensemble: Ensemble, *, model: str, version: str,
         "medians": [float(m) for m in ensemble.medians],
         "weights": {"ae": ensemble.ae_weight, "xgb": ensemble.xgb_weight},
         "thresholds": {k: float(ensemble.thresholds[k]) for k in SCORE_LEVELS[1:]},
-        "eif": {"file": eif_mod.FILENAME, "params": ensemble.eif.params()},
-        "ae": ({"file": ae_mod.FILENAME, **ensemble.ae.state()} if ensemble.ae is not None else None),
-        "xgb": ({"file": xgb_mod.FILENAME, "params": ensemble.xgb.params()} if ensemble.xgb is not None else None),
     }
+    members = ensemble.members()
+    for member, cls in REGISTRY.items():  # one section per registered member, None when absent
+        det = members.get(member)
+        manifest[member] = {"file": cls.FILENAME, **det.manifest_section()} if det is not None else None
+    if ensemble.combination is not None:
+        # how the members are combined, decided by the trainer (trainer.combine): the per-member
+        # quantile tables the scorer needs, the weights and the evidence behind them
+        manifest["combination"] = ensemble.combination
     manifest.update(extra or {})
     return manifest
 
@@ -287,11 +290,7 @@ def write_bundle(store: ModelStore, ensemble: Ensemble, *, model: str, version: 
     tmp = final.parent / f"{TMP_PREFIX}{version}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
-        files = [ensemble.eif.save(tmp)]
-        if ensemble.ae is not None:
-            files.append(ensemble.ae.save(tmp))
-        if ensemble.xgb is not None:
-            files.append(ensemble.xgb.save(tmp))
+        files = [det.save(tmp) for det in ensemble.members().values()]
         manifest = build_manifest(ensemble, model=model, version=version, extra=extra)
         if smoke_rows is not None and len(smoke_rows):
             manifest["smoke"] = smoke_section(ensemble, smoke_rows)
@@ -419,11 +418,12 @@ def _validate_manifest(m: Any, where: Path) -> None:
             raise bad(f"references {name!r}, which is not one of {', '.join(sorted(ALLOWED_FILES))}")
         if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise bad(f"sha256 of {name} is malformed")
-    for member, fname in (("eif", eif_mod.FILENAME), ("ae", ae_mod.FILENAME), ("xgb", xgb_mod.FILENAME)):
+    for member, cls in REGISTRY.items():
+        fname = cls.FILENAME
         section = m.get(member)
         if section is None:
-            if member == "eif":
-                raise bad("has no eif section")
+            if member in REQUIRED:
+                raise bad(f"has no {member} section")
             continue
         if not isinstance(section, dict) or section.get("file") != fname or fname not in files:
             raise bad(f"{member} section must name {fname}, listed under files")
@@ -431,6 +431,32 @@ def _validate_manifest(m: Any, where: Path) -> None:
     if not isinstance(weights, dict) or not all(
             isinstance(weights.get(k, 0.0), (int, float)) and 0.0 <= weights.get(k, 0.0) <= 1.0 for k in ("ae", "xgb")):
         raise bad("weights must be numbers in [0, 1]")
+    combination = m.get("combination")
+    if combination is not None:
+        _validate_combination(combination, m, bad)
+
+
+def _validate_combination(c: Any, m: dict[str, Any], bad: Any) -> None:
+    """The ``combination`` section: null tables (explicit weights on raw scores), or one quantile
+    table per member present, each two equally
+    long lists, ``q`` finite and strictly increasing, ``p`` non-decreasing inside (0, 1)."""
+    if not isinstance(c, dict) or not isinstance(c.get("tables"), (dict, type(None))):
+        raise bad("combination must be an object with quantile tables (or null tables: raw scores blended)")
+    if c["tables"] is None:
+        return
+    present = {"eif"} | {k for k in ("ae", "xgb") if m.get(k)}
+    tables = c["tables"]
+    if set(tables) != present:
+        raise bad(f"combination tables must cover exactly the members {sorted(present)}, got {sorted(tables)}")
+    for member, t in tables.items():
+        q, p = (t.get("q"), t.get("p")) if isinstance(t, dict) else (None, None)
+        ok = (isinstance(q, list) and isinstance(p, list) and 0 < len(q) == len(p)
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in q + p)
+              and all(b > a for a, b in zip(q, q[1:])) and all(b >= a for a, b in zip(p, p[1:]))
+              and all(0.0 < v < 1.0 for v in p))
+        if not ok:
+            raise bad(f"combination table of {member} must be equally long q (strictly increasing) and p "
+                      "(non-decreasing, inside (0, 1)) lists of finite numbers")
 
 
 def read_verified(path: Path, manifest: dict[str, Any]) -> dict[str, bytes]:
@@ -456,30 +482,24 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> int:
 
 def build_ensemble(manifest: dict[str, Any], files: dict[str, bytes], *, nthreads: int = 1,
                    eif_evaluator: str = "compiled", ae_evaluator: str = "compiled") -> Ensemble:
-    """Build the ensemble from a validated manifest and the verified bytes of its files.
-
-    isotree reads only from a path, so the bytes are written to a private directory of this
-    process (mode 0700, removed before returning) and every member is parsed from there: a
-    writer of the model store cannot reach those copies."""
+    """Build the ensemble from a validated manifest and the verified bytes of its files: each
+    registered member the manifest has a section for is rebuilt by its own ``load`` from those
+    bytes, never from the store's files (which a writer could replace after the check)."""
     features = tuple(manifest["features"])
     n = len(features)
-    with tempfile.TemporaryDirectory(prefix="ja4-bundle-") as private:
-        copy = Path(private)
-        for name, data in files.items():
-            fd = os.open(copy / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-        eif = EIFDetector.load(copy / eif_mod.FILENAME, manifest["eif"].get("params", {}), n, nthreads=nthreads)
-        ae = AutoencoderDetector.load(copy / ae_mod.FILENAME, manifest["ae"], n) if manifest.get("ae") else None
-        xgb = (XGBDetector.load(copy / xgb_mod.FILENAME, manifest["xgb"].get("params", {}), nthreads=nthreads)
-               if manifest.get("xgb") else None)
+    members = {member: cls.load(files[cls.FILENAME], manifest[member], n, nthreads=nthreads)
+               for member, cls in REGISTRY.items() if manifest.get(member)}
+    eif, ae = members["eif"], members.get("ae")
+    assert isinstance(eif, EIFDetector) and (ae is None or isinstance(ae, AutoencoderDetector))
     weights = manifest.get("weights", {})
+    combination = manifest.get("combination")  # absent in bundles from before issue 16: raw blend
     ensemble = Ensemble(features=features, medians=np.asarray(manifest["medians"], dtype=np.float64),
-                        eif=eif, ae=ae, xgb=xgb, ae_weight=float(weights.get("ae", 0.3)),
+                        **members, ae_weight=float(weights.get("ae", 0.3)),
                         xgb_weight=float(weights.get("xgb", 0.2)),
-                        thresholds={k: float(v) for k, v in manifest["thresholds"].items()})
+                        thresholds={k: float(v) for k, v in manifest["thresholds"].items()},
+                        tables=combination.get("tables") if combination else None, combination=combination)
     if eif_evaluator == "compiled":
-        eif.use_compiled(evaluator_probe(manifest, ensemble.medians), files[eif_mod.FILENAME])
+        eif.use_compiled(evaluator_probe(manifest, ensemble.medians), files[eif.FILENAME])
     if ae is not None and ae_evaluator == "compiled":
         ae.use_compiled(evaluator_probe(manifest, ensemble.medians))
     return ensemble

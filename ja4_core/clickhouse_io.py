@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlparse, urlunparse
 import numpy as np
 
 from ja4_core.errors import ConfigError, SchemaError
-from ja4_core.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS, window_start_seconds
+from ja4_core.features import CONTEXT_FIELDS, DEFAULT_FEATURES, KEY_FIELDS, feature_value, window_start_seconds
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +169,16 @@ def to_datetime(value: Any, what: str = "time") -> datetime:
     raise SchemaError(f"{what} {value!r} is not a time")
 
 
+def _feature_or_none(value: Any) -> float | None:
+    """A feature cell under the product's one missing-value rule
+    (:func:`ja4_core.features.feature_value`, the scorer's): a finite float, or NULL for
+    anything the scorer would impute (missing, ``null``, any string, NaN, inf, ...)."""
+    number = feature_value(value)
+    return None if number != number else number
+
+
 def _float_or_none(value: Any) -> float | None:
-    """Feature cell: a finite float or NULL (missing, non-numeric, NaN, inf are imputed later)."""
+    """A score record's number (``ae_score``, ``xgb_prob``): a finite float or NULL."""
     if value is None or isinstance(value, str) and not value.strip():
         return None
     try:
@@ -517,7 +525,9 @@ class ClickHouseIO:
 
         "Bring your own features": a numeric field the table does not have yet becomes a new
         ``Nullable(Float64)`` column. Non-numeric extra fields (e.g. the simulator's ground
-        truth ``label``) are ignored. Missing/non-finite feature values are stored as NULL.
+        truth ``label``) are ignored. A feature value the scorer would impute (the rule of
+        :func:`ja4_core.features.feature_value`: missing, ``null``, a string such as ``"1.5"``,
+        NaN, inf) is stored as NULL, so training sees what scoring sees.
         """
         if not rows:
             return 0
@@ -551,7 +561,7 @@ class ClickHouseIO:
                 to_epoch(row["window_start"]), _text(row["src_ip"]), _text(row["ja4"]), _text(row["host"]),
                 _int_or_none(row.get("asn_number")), _text(row.get("country_code")),
                 _text(row.get("browser_family")), _text(row.get("bot_name")),
-                *(_float_or_none(row.get(n)) for n in feature_cols)])
+                *(_feature_or_none(row.get(n)) for n in feature_cols)])
         self.client.insert(FEATURES_TABLE, data, column_names=cols, database=self.database)
         return len(data)
 

@@ -45,6 +45,7 @@ from ja4_core.errors import (
     ControlSignatureError,
     ControlUnexpectedError,
 )
+from ja4_core.features import utc_time
 
 MAX_CONTROL_BYTES = 64 * 1024
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
@@ -80,12 +81,10 @@ def _quote(value: object) -> str:
 
 
 def _parse_time(value: str) -> datetime:
+    """``issued_at`` by the product's one time parser (:func:`ja4_core.features.utc_time`)."""
     try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        # Normalised here, so that a time such as 9999-12-31T23:59-23:59 (which is past
-        # year 9999 in UTC) is refused now rather than overflowing in a later comparison.
-        return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
-    except (ValueError, AttributeError, TypeError, OverflowError):
+        return utc_time(value)
+    except ValueError:
         raise ControlMalformedError(f"issued_at {_quote(value)} is not an ISO-8601 time") from None
 
 

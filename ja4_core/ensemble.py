@@ -5,18 +5,21 @@ No I/O here. Three separate steps, as in river's filters and sklearn's ``offset_
 1. :func:`impute` fills missing/non-finite values with the training medians;
 2. :meth:`Ensemble.score` runs each member once on the whole batch and combines them
    (``anomaly = (1-a)*eif + a*ae``, then ``score = (1-b)*anomaly + b*xgb``; a missing member
-   drops out and the weights renormalise, as in the original bot-detector);
+   drops out and the weights renormalise, as in the original bot-detector). When the bundle
+   holds per-member quantile tables (every bundle the trainer writes since issue 16), each
+   member is first mapped to its position in its own human-validation distribution
+   (:func:`normalise`), and the weights are the ones the trainer decided from evidence;
 3. :func:`decide` maps combined scores to threat levels with the manifest's thresholds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from ja4_core.detectors import AutoencoderDetector, EIFDetector, XGBDetector
+from ja4_core.detectors import REGISTRY, AutoencoderDetector, Detector, EIFDetector, XGBDetector
 from ja4_core.features import KNOWN_BOT, LEGITIMATE_BROWSER, SCORE_LEVELS
 
 #: Feature that tells whether JA4, HTTP/2 settings and headers agree on one browser.
@@ -36,6 +39,40 @@ def impute(X: np.ndarray, medians: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if mask.any():
         X = np.where(mask, medians[np.newaxis, :], X)
     return X, mask
+
+
+def normalise(scores: np.ndarray, table: dict[str, list[float]] | tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """A member's raw scores -> its position in its own human-validation distribution.
+
+    ``table`` is the member's quantile table (``q`` strictly increasing raw scores, ``p`` the
+    share of human validation scores at or below each, counted as ``rank / (n + 1)`` so that
+    ``0 < p < 1`` and the tails keep room). Inside the table this is the
+    empirical CDF (linear between points); beyond it the map keeps rising towards 1 (above)
+    or falling towards 0 (below), so it is strictly increasing everywhere: a member's
+    ranking survives normalisation exactly, even among anomalies beyond every human.
+
+    >>> t = {"q": [0.0, 1.0, 2.0], "p": [0.25, 0.5, 0.9]}
+    >>> normalise(np.array([0.5, 2.0, 4.0, -1.0]), t).round(3).tolist()
+    [0.375, 0.9, 0.95, 0.167]
+    """
+    if isinstance(table, dict):
+        q = np.asarray(table["q"], dtype=np.float64)
+        p = np.asarray(table["p"], dtype=np.float64)
+    else:
+        q, p = table
+    s = np.asarray(scores, dtype=np.float64)
+    out = np.interp(s, q, p)
+    # tails: distance measured in units of the table's span (or 1 for a one-point table)
+    span = float(q[-1] - q[0]) if len(q) > 1 and q[-1] > q[0] else 1.0
+    above = s > q[-1]
+    if above.any():
+        d = (s[above] - q[-1]) / span
+        out[above] = p[-1] + (1.0 - p[-1]) * d / (d + 1.0)
+    below = s < q[0]
+    if below.any():
+        d = (q[0] - s[below]) / span
+        out[below] = p[0] / (d + 1.0)
+    return out
 
 
 @dataclass(frozen=True)
@@ -60,13 +97,41 @@ class Ensemble:
     ae_weight: float = 0.30
     xgb_weight: float = 0.20
     thresholds: dict[str, float] = field(default_factory=dict)
+    #: Per-member quantile tables (``{"eif": {"q": [...], "p": [...]}, ...}``): when present,
+    #: each member is put on one scale (:func:`normalise`) before the weights apply. Bundles
+    #: written before the trainer decided the combination have none and blend raw scores.
+    tables: dict[str, dict[str, list[float]]] | None = None
+    #: The manifest's ``combination`` section (method, weights, tables, evidence), if any.
+    combination: dict[str, Any] | None = None
+    _norm: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # plain arrays once, so that scoring a batch is one np.interp per member
+        self._norm = {m: (np.asarray(t["q"], dtype=np.float64), np.asarray(t["p"], dtype=np.float64))
+                      for m, t in (self.tables or {}).items()}
 
     @property
     def n_features(self) -> int:
         return len(self.features)
 
+    def members(self) -> dict[str, Detector]:
+        """The members present, by registry name (= field name), in registry order."""
+        return {name: det for name in REGISTRY if (det := getattr(self, name)) is not None}
+
+    def normalised(self, member: str, scores: np.ndarray) -> np.ndarray:
+        """A member's raw scores on the combination's scale (unchanged without tables)."""
+        table = self._norm.get(member)
+        return normalise(scores, table) if table is not None else scores
+
     def combine(self, eif: np.ndarray, ae: np.ndarray | None, xgb: np.ndarray | None) -> np.ndarray:
-        """Weighted combination; absent members drop out and the weights renormalise."""
+        """Weighted combination; absent members drop out and the weights renormalise.
+
+        With quantile tables each member first becomes its position among human validation
+        rows, so the weights blend like with like (see :mod:`trainer.combine`)."""
+        if self._norm:
+            eif = self.normalised("eif", eif)
+            ae = self.normalised("ae", ae) if ae is not None else None
+            xgb = self.normalised("xgb", xgb) if xgb is not None else None
         if ae is not None:
             anomaly = (1.0 - self.ae_weight) * eif + self.ae_weight * ae
         else:

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Any
+from itertools import chain
+from typing import Any, Sequence
+
+import numpy as np
+import orjson
 
 from ja4_core.errors import RecordError
 
@@ -57,6 +61,26 @@ def window_start_seconds(value: Any) -> float:
     return window_start_seconds(seconds)
 
 
+def utc_time(value: Any) -> datetime:
+    """ISO-8601 text -> an aware UTC time (no offset = UTC; ``Z`` allowed); anything else raises
+    :class:`ValueError`. The one parser of the times the product writes (control messages'
+    ``issued_at``, manifests' ``trained_at``/``created_at``). Normalised here, so that a time
+    such as ``9999-12-31T23:59-23:59`` (past year 9999 in UTC) is refused now rather than
+    overflowing in a later comparison.
+
+    >>> utc_time("2026-11-24T22:10:00Z").isoformat(), utc_time("2026-11-24T23:10:00+01:00").isoformat()
+    ('2026-11-24T22:10:00+00:00', '2026-11-24T22:10:00+00:00')
+    """
+    if type(value) is not str:
+        raise ValueError(f"not ISO-8601 text: {type(value).__name__}")
+    text = value.strip()
+    try:
+        dt = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+        return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"out of range: {_short(value)}") from None
+
+
 def _short(value: Any) -> str:
     """A value for a one-line reason: repr, cut to 80 characters, no line breaks."""
     text = repr(value) if type(value) is str else str(value)
@@ -65,6 +89,84 @@ def _short(value: Any) -> str:
 
 #: Optional context fields, passed through unchanged to the score record.
 CONTEXT_FIELDS: tuple[str, ...] = ("asn_number", "country_code", "browser_family", "bot_name")
+#: Fields whose CSV cells stay text (every other cell is read as the number it spells, if any).
+TEXT_FIELDS: tuple[str, ...] = KEY_FIELDS + ("country_code", "browser_family", "bot_name")
+
+# --- the one missing-value rule --------------------------------------------------------------
+#
+# A feature value is usable when it is a JSON number or boolean (0/1) that is finite as a
+# double; anything else -- missing, null, a string (even "1.5"), an array, an object, NaN,
+# +-inf, an integer beyond a double -- is *missing* (NaN), imputed later with the training
+# median. The contract says "flat, top-level numbers" and "a non-numeric value is imputed", so a
+# numeric string is non-numeric: producers must send numbers. The scorer (``parse_batch``), the
+# trainer's feature import (``ClickHouseIO.insert_features``) and both file readers use this rule;
+# a CSV cell, having no type, is first read as the JSON value it spells (:func:`csv_cell`).
+
+_NAN = float("nan")
+_INF = float("inf")
+_PLAIN_NUMBERS = frozenset({float, int, bool, type(None)})
+
+
+def feature_value(raw: Any) -> float:
+    """One feature cell -> a finite float, or NaN when it is missing (the rule above).
+
+    >>> [feature_value(v) for v in (1.5, 2, True, None, "1.5", float("inf"), [1], 2**1100)]
+    [1.5, 2.0, 1.0, nan, nan, nan, nan, nan]
+    """
+    t = type(raw)
+    if t is float:
+        return raw if -_INF < raw < _INF else _NAN  # NaN and +-inf become missing
+    if t is int or t is bool:
+        try:
+            return float(raw)
+        except OverflowError:  # an integer beyond a double
+            return _NAN
+    return _NAN
+
+
+def feature_matrix(rows: Sequence[Sequence[Any]], n_features: int) -> np.ndarray:
+    """Rows of raw feature cells -> float64 matrix, :func:`feature_value` for every cell.
+
+    The batch path of the rule: when every cell is a JSON number, boolean or null, numpy
+    converts the whole batch in one call and non-finite values then become NaN; any other
+    cell type sends the batch through :func:`feature_value` cell by cell (strings must become
+    NaN, never be parsed as numbers).
+
+    >>> feature_matrix([[1, None], [True, float("inf")]], 2).tolist()
+    [[1.0, nan], [1.0, nan]]
+    """
+    if not rows:
+        return np.empty((0, n_features), dtype=np.float64)
+    if set(map(type, chain.from_iterable(rows))) <= _PLAIN_NUMBERS:
+        try:
+            X = np.array(rows, dtype=np.float64)  # null -> NaN, bool -> 0/1, int -> nearest double
+        except OverflowError:  # an integer beyond a double: the cell-by-cell path makes it NaN
+            pass
+        else:
+            X[~np.isfinite(X)] = np.nan
+            return X
+    return np.array([[feature_value(v) for v in row] for row in rows], dtype=np.float64)
+
+
+def csv_cell(name: str, text: str | None) -> Any:
+    """A CSV cell as the JSON value a producer would have sent: None for an empty cell; the
+    text itself for a key or text context field (:data:`TEXT_FIELDS`); otherwise the JSON
+    number or boolean the text spells (``12``, ``1.5``, ``1e3``, ``true``), else the text
+    (then imputed by :func:`feature_value`, like a string sent as JSON). Both file readers
+    (``stream-scorer produce --file``, ``stream-trainer load --file``) read CSV through it.
+
+    >>> [csv_cell("hits", t) for t in ("12", " 1.5", "", "abc", "nan")], csv_cell("src_ip", "10")
+    ([12, 1.5, None, 'abc', 'nan'], '10')
+    """
+    if text is None or text == "":
+        return None
+    if name in TEXT_FIELDS:
+        return text
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return value if type(value) in (int, float, bool) else text
 
 #: The original's feature columns, grouped as in the contract.
 DEFAULT_FEATURES: tuple[str, ...] = (

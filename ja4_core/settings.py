@@ -129,10 +129,20 @@ def _text(raw: str) -> str:
     return raw
 
 
+#: The processes a setting can belong to: its CLI flag is offered (``--help``) only by the
+#: commands of those processes (:func:`add_setting_flags`). Every setting is still read from
+#: the environment by every process (:func:`load_settings`).
+WORKER, SINK, TRAINER = "worker", "sink", "trainer"
+ALL_PROCESSES: frozenset[str] = frozenset({WORKER, SINK, TRAINER})
+
+
 def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str,
-             secret: bool = False) -> Any:
+             secret: bool = False, *, processes: set[str] | frozenset[str]) -> Any:
+    unknown = set(processes) - ALL_PROCESSES
+    if unknown:  # a typo would hide the flag from every --help
+        raise ValueError(f"{env}: unknown processes {sorted(unknown)}; allowed: {sorted(ALL_PROCESSES)}")
     return field(default=default, metadata={"env": env, "parse": parse, "doc": doc,
-                                            "secret": secret})
+                                            "secret": secret, "processes": frozenset(processes)})
 
 
 @dataclass(frozen=True)
@@ -140,97 +150,145 @@ class Settings:
     """Every setting of the scorer, the sink and the trainer (see the contract's table)."""
 
     kafka_bootstrap_servers: str = _setting(
-        "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", _bootstrap, "Kafka bootstrap servers (comma separated)")
+        "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", _bootstrap, "Kafka bootstrap servers (comma separated)",
+        processes=ALL_PROCESSES)
     scorer_app_id: str = _setting(
         "SCORER_APP_ID", "ja4-scorer", _matching(_NAME_RE, "a name of letters, digits, '.', '_', '-'"),
-        "Faust app id = consumer group of the scorer replicas")
-    topic_features: str = _setting("TOPIC_FEATURES", "ja4.features", _matching(_TOPIC_RE, "a Kafka topic name"), "input topic")
-    topic_scores: str = _setting("TOPIC_SCORES", "ja4.scores", _matching(_TOPIC_RE, "a Kafka topic name"), "output topic")
-    topic_dlq: str = _setting("TOPIC_DLQ", "ja4.features.dlq", _matching(_TOPIC_RE, "a Kafka topic name"), "dead-letter topic")
-    topic_control: str = _setting("TOPIC_CONTROL", "ja4.models.control", _matching(_TOPIC_RE, "a Kafka topic name"), "model control topic")
-    topic_partitions: int = _setting("TOPIC_PARTITIONS", 8, _int_in(1, 10_000), "partitions of topics the product creates")
+        "Faust app id = consumer group of the scorer replicas", processes={WORKER})
+    topic_features: str = _setting("TOPIC_FEATURES", "ja4.features", _matching(_TOPIC_RE, "a Kafka topic name"), "input topic",
+        processes={WORKER})
+    topic_scores: str = _setting("TOPIC_SCORES", "ja4.scores", _matching(_TOPIC_RE, "a Kafka topic name"), "output topic",
+        processes={WORKER, SINK})
+    topic_dlq: str = _setting("TOPIC_DLQ", "ja4.features.dlq", _matching(_TOPIC_RE, "a Kafka topic name"), "dead-letter topic",
+        processes={WORKER, SINK})
+    topic_control: str = _setting("TOPIC_CONTROL", "ja4.models.control", _matching(_TOPIC_RE, "a Kafka topic name"), "model control topic",
+        processes={WORKER, TRAINER})
+    topic_partitions: int = _setting("TOPIC_PARTITIONS", 8, _int_in(1, 10_000), "partitions of topics the product creates",
+        processes=ALL_PROCESSES)
     topic_replication_factor: int = _setting(
         "TOPIC_REPLICATION_FACTOR", 0, _int_in(0, 32_767),
-        "replication factor of every topic the product creates (0 = the broker's default.replication.factor)")
-    model_store: str = _setting("MODEL_STORE", "./var/models", _model_store, "directory of versioned model bundles")
-    clickhouse_url: str = _setting("CLICKHOUSE_URL", "chdb://./var/clickhouse", _clickhouse_dsn, "clickhouse-connect DSN")
+        "replication factor of every topic the product creates (0 = the broker's default.replication.factor)",
+        processes=ALL_PROCESSES)
+    model_store: str = _setting("MODEL_STORE", "./var/models", _model_store, "directory of versioned model bundles",
+        processes={WORKER, TRAINER})
+    clickhouse_url: str = _setting("CLICKHOUSE_URL", "chdb://./var/clickhouse", _clickhouse_dsn, "clickhouse-connect DSN",
+        processes={SINK, TRAINER})
     control_signing_key: str | None = _setting(
-        "CONTROL_SIGNING_KEY", None, _text, "HMAC-SHA256 key for control messages", secret=True)
+        "CONTROL_SIGNING_KEY", None, _text, "HMAC-SHA256 key for control messages", secret=True, processes={WORKER, TRAINER})
     control_signing_key_previous: str | None = _setting(
-        "CONTROL_SIGNING_KEY_PREVIOUS", None, _text, "previous signing key, still accepted during rotation", secret=True)
+        "CONTROL_SIGNING_KEY_PREVIOUS", None, _text, "previous signing key, still accepted during rotation", secret=True,
+        processes={WORKER, TRAINER})
     control_max_future_skew_s: float = _setting(
         "CONTROL_MAX_FUTURE_SKEW_S", 300.0, _float_in(0.0, 86_400.0),
-        "control messages whose issued_at is further than this in the future are refused (s)")
-    scorer_web_port: int = _setting("SCORER_WEB_PORT", 6066, _int_in(1, 65535), "worker web server port")
-    scorer_web_host: str = _setting("SCORER_WEB_HOST", "127.0.0.1", _text, "worker web server bind address")
-    scorer_batch_max: int = _setting("SCORER_BATCH_MAX", 1000, _int_in(1, 100_000), "messages per scoring batch")
+        "control messages whose issued_at is further than this in the future are refused (s)", processes={WORKER, TRAINER})
+    scorer_web_port: int = _setting("SCORER_WEB_PORT", 6066, _int_in(1, 65535), "worker web server port", processes={WORKER})
+    scorer_web_host: str = _setting("SCORER_WEB_HOST", "127.0.0.1", _text, "worker web server bind address",
+        processes={WORKER, SINK})
+    scorer_batch_max: int = _setting("SCORER_BATCH_MAX", 1000, _int_in(1, 100_000), "messages per scoring batch",
+        processes={WORKER})
     scorer_batch_max_bytes: int = _setting(
         "SCORER_BATCH_MAX_BYTES", 4 * 1024 * 1024, _int_in(1024, 1024**3),
-        "max bytes of message values per scoring batch (bounds batches of large envelopes)")
-    scorer_batch_wait_ms: int = _setting("SCORER_BATCH_WAIT_MS", 50, _int_in(1, 60_000), "max wait of a batch (ms)")
+        "max bytes of message values per scoring batch (bounds batches of large envelopes)", processes={WORKER})
+    scorer_batch_wait_ms: int = _setting("SCORER_BATCH_WAIT_MS", 50, _int_in(1, 60_000), "max wait of a batch (ms)",
+        processes={WORKER})
     scorer_max_envelope_records: int = _setting(
         "SCORER_MAX_ENVELOPE_RECORDS", 10_000, _int_in(1, 1_000_000),
-        "most records in one envelope; a larger message goes to the DLQ once, whole")
+        "most records in one envelope; a larger message goes to the DLQ once, whole", processes={WORKER})
     output_delivery_attempts: int = _setting(
         "OUTPUT_DELIVERY_ATTEMPTS", 5, _int_in(1, 1000),
-        "attempts to deliver a batch's outputs (scores, DLQ, sink inserts) before the process exits non-zero")
+        "attempts to deliver a batch's outputs (scores, DLQ, sink inserts) before the process exits non-zero",
+        processes={WORKER, SINK})
     output_retry_backoff_s: float = _setting(
         "OUTPUT_RETRY_BACKOFF_S", 1.0, _float_in(0.01, 600.0),
-        "first backoff between delivery attempts (doubles each attempt, at most 30 s)")
-    scorer_threads: int = _setting("SCORER_THREADS", 1, _int_in(1, 256), "threads the models may use per worker")
+        "first backoff between delivery attempts (doubles each attempt, at most 30 s)", processes={WORKER, SINK})
+    scorer_threads: int = _setting("SCORER_THREADS", 1, _int_in(1, 256), "threads the models may use per worker",
+        processes={WORKER})
     eif_evaluator: str = _setting(
         "EIF_EVALUATOR", "compiled", _choice("compiled", "isotree"),
-        "how workers evaluate the EIF: 'compiled' (same forest and scores as isotree, ~4x faster; checked at load) or 'isotree'")
+        "how workers evaluate the EIF: 'compiled' (same forest and scores as isotree, ~4x faster; checked at load) or 'isotree'",
+        processes={WORKER})
     ae_evaluator: str = _setting(
         "AE_EVALUATOR", "compiled", _choice("compiled", "torch"),
-        "how workers evaluate the autoencoder: 'compiled' (same weights, one GIL-free call; within 1e-6 of torch, checked at load) or 'torch'")
-    model_history_count: int = _setting("MODEL_HISTORY_COUNT", 5, _int_in(1, 1000), "versions kept per model")
-    model_name: str = _setting("MODEL_NAME", "default", _matching(_NAME_RE, "a name of letters, digits, '.', '_', '-'"), "model name")
-    features: tuple[str, ...] | None = _setting("FEATURES", None, _features, "feature columns the trainer may use")
-    ae_weight: float = _setting("AE_WEIGHT", 0.30, _float_in(0.0, 1.0), "autoencoder weight in the anomaly score")
-    xgb_weight: float = _setting("XGB_WEIGHT", 0.20, _float_in(0.0, 1.0), "supervised weight in the final score")
+        "how workers evaluate the autoencoder: 'compiled' (same weights, one GIL-free call; within 1e-6 of torch, checked at load) or 'torch'",
+        processes={WORKER})
+    model_history_count: int = _setting("MODEL_HISTORY_COUNT", 5, _int_in(1, 1000), "versions kept per model",
+        processes={TRAINER})
+    model_name: str = _setting("MODEL_NAME", "default", _matching(_NAME_RE, "a name of letters, digits, '.', '_', '-'"), "model name",
+        processes={WORKER, TRAINER})
+    features: tuple[str, ...] | None = _setting("FEATURES", None, _features, "feature columns the trainer may use",
+        processes={TRAINER})
+    # Unset (the default): the trainer decides the combination from evidence at every run
+    # (trainer.combine); set: the original's fixed weight, used as is (0.30 / 0.20 in the original).
+    ae_weight: float | None = _setting("AE_WEIGHT", None, _float_in(0.0, 1.0),
+                                       "autoencoder weight in the anomaly score (unset: decided by the trainer from evidence)",
+        processes={TRAINER})
+    xgb_weight: float | None = _setting("XGB_WEIGHT", None, _float_in(0.0, 1.0),
+                                        "supervised weight in the final score (unset: decided by the trainer from evidence)",
+        processes={TRAINER})
     # Kafka group timing: short values make tests and demos rebalance in seconds.
-    kafka_session_timeout_s: float = _setting("KAFKA_SESSION_TIMEOUT_S", 30.0, _float_in(1.0, 3600.0), "consumer group session timeout")
-    kafka_heartbeat_s: float = _setting("KAFKA_HEARTBEAT_S", 3.0, _float_in(0.1, 600.0), "consumer group heartbeat interval")
-    kafka_rebalance_timeout_s: float = _setting("KAFKA_REBALANCE_TIMEOUT_S", 60.0, _float_in(1.0, 3600.0), "consumer group rebalance timeout")
+    kafka_session_timeout_s: float = _setting("KAFKA_SESSION_TIMEOUT_S", 30.0, _float_in(1.0, 3600.0), "consumer group session timeout",
+        processes={WORKER, SINK})
+    kafka_heartbeat_s: float = _setting("KAFKA_HEARTBEAT_S", 3.0, _float_in(0.1, 600.0), "consumer group heartbeat interval",
+        processes={WORKER, SINK})
+    kafka_rebalance_timeout_s: float = _setting("KAFKA_REBALANCE_TIMEOUT_S", 60.0, _float_in(1.0, 3600.0), "consumer group rebalance timeout",
+        processes={WORKER, SINK})
     kafka_fetch_max_wait_ms: int = _setting(
         "KAFKA_FETCH_MAX_WAIT_MS", 0, _int_in(0, 60_000),
-        "longest the broker may hold a fetch waiting for data (ms); 0 = half the batch wait")
+        "longest the broker may hold a fetch waiting for data (ms); 0 = half the batch wait", processes={WORKER, SINK})
     # Kafka security, passed to both the Faust transport and confluent-kafka.
     kafka_security_protocol: str = _setting(
-        "KAFKA_SECURITY_PROTOCOL", "plaintext", _choice("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"), "Kafka security protocol")
+        "KAFKA_SECURITY_PROTOCOL", "plaintext", _choice("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"), "Kafka security protocol",
+        processes=ALL_PROCESSES)
     kafka_sasl_mechanism: str = _setting(
-        "KAFKA_SASL_MECHANISM", "plain", _choice("plain", "scram-sha-256", "scram-sha-512"), "SASL mechanism")
-    kafka_sasl_username: str | None = _setting("KAFKA_SASL_USERNAME", None, _text, "SASL user name")
-    kafka_sasl_password: str | None = _setting("KAFKA_SASL_PASSWORD", None, _text, "SASL password", secret=True)
-    kafka_ssl_cafile: str | None = _setting("KAFKA_SSL_CAFILE", None, _text, "CA bundle for SSL")
-    kafka_ssl_certfile: str | None = _setting("KAFKA_SSL_CERTFILE", None, _text, "client certificate for SSL")
-    kafka_ssl_keyfile: str | None = _setting("KAFKA_SSL_KEYFILE", None, _text, "client key for SSL")
+        "KAFKA_SASL_MECHANISM", "plain", _choice("plain", "scram-sha-256", "scram-sha-512"), "SASL mechanism",
+        processes=ALL_PROCESSES)
+    kafka_sasl_username: str | None = _setting("KAFKA_SASL_USERNAME", None, _text, "SASL user name", processes=ALL_PROCESSES)
+    kafka_sasl_password: str | None = _setting("KAFKA_SASL_PASSWORD", None, _text, "SASL password", secret=True,
+        processes=ALL_PROCESSES)
+    kafka_ssl_cafile: str | None = _setting("KAFKA_SSL_CAFILE", None, _text, "CA bundle for SSL", processes=ALL_PROCESSES)
+    kafka_ssl_certfile: str | None = _setting("KAFKA_SSL_CERTFILE", None, _text, "client certificate for SSL",
+        processes=ALL_PROCESSES)
+    kafka_ssl_keyfile: str | None = _setting("KAFKA_SSL_KEYFILE", None, _text, "client key for SSL", processes=ALL_PROCESSES)
     # Sink.
-    sink_app_id: str = _setting("SINK_APP_ID", "ja4-sink", _matching(_NAME_RE, "a name of letters, digits, '.', '_', '-'"), "sink consumer group")
-    sink_batch_max: int = _setting("SINK_BATCH_MAX", 5000, _int_in(1, 1_000_000), "rows per ClickHouse insert")
-    sink_batch_wait_ms: int = _setting("SINK_BATCH_WAIT_MS", 1000, _int_in(1, 600_000), "max wait of a sink batch (ms)")
-    sink_web_port: int = _setting("SINK_WEB_PORT", 6067, _int_in(1, 65535), "sink web server port")
+    sink_app_id: str = _setting("SINK_APP_ID", "ja4-sink", _matching(_NAME_RE, "a name of letters, digits, '.', '_', '-'"), "sink consumer group",
+        processes={SINK})
+    sink_batch_max: int = _setting("SINK_BATCH_MAX", 5000, _int_in(1, 1_000_000), "rows per ClickHouse insert", processes={SINK})
+    sink_batch_wait_ms: int = _setting("SINK_BATCH_WAIT_MS", 1000, _int_in(1, 600_000), "max wait of a sink batch (ms)",
+        processes={SINK})
+    sink_web_port: int = _setting("SINK_WEB_PORT", 6067, _int_in(1, 65535), "sink web server port", processes={SINK})
     # Trainer.
-    baseline_days: float = _setting("BASELINE_DAYS", 7.0, _float_in(0.01, 3650.0), "days of history in the human baseline")
+    baseline_days: float = _setting("BASELINE_DAYS", 7.0, _float_in(0.01, 3650.0), "days of history in the human baseline",
+        processes={TRAINER})
     baseline_filter: str = _setting(
-        "BASELINE_FILTER", "empty(bot_name)", _sql_filter, "SQL boolean expression selecting baseline rows (trusted operator input)")
-    baseline_max_rows: int = _setting("BASELINE_MAX_ROWS", 1_000_000, _int_in(100, 100_000_000), "most rows read for a baseline")
-    prune_variance_threshold: float = _setting("PRUNE_VARIANCE_THRESHOLD", 1e-6, _float_in(0.0, 1e12), "variance below which a feature is pruned")
-    val_anomaly_gate: float = _setting("VAL_ANOMALY_GATE", 0.20, _float_in(0.0, 1.0), "refuse a model above this validation anomaly rate")
-    eif_contamination: float = _setting("EIF_CONTAMINATION", 0.05, _float_in(0.0001, 0.5), "share of the training split above the EIF anomaly threshold")
-    eif_ntrees: int = _setting("EIF_NTREES", 300, _int_in(1, 10_000), "EIF trees")
-    eif_ndim: int = _setting("EIF_NDIM", 3, _int_in(1, 64), "EIF hyperplane dimensions")
-    eif_sample_size: str = _setting("EIF_SAMPLE_SIZE", "auto", _sample_size, "EIF rows per tree ('auto' = min(rows, 10000))")
-    ae_epochs: int = _setting("AE_EPOCHS", 30, _int_in(1, 10_000), "autoencoder epochs")
-    xgb_min_labels: int = _setting("XGB_MIN_LABELS", 100, _int_in(1, 100_000_000), "labels needed to train XGBoost")
-    xgb_retrain_interval_h: float = _setting("XGB_RETRAIN_INTERVAL_H", 168.0, _float_in(0.0, 100_000.0), "hours between XGBoost retrains")
-    retrain_interval_h: float = _setting("RETRAIN_INTERVAL_H", 24.0, _float_in(0.0, 100_000.0), "hours between scheduled retrains")
-    drift_threshold: float = _setting("DRIFT_THRESHOLD", 0.30, _float_in(0.0, 1.0), "share of drifted features that forces a retrain")
-    trainer_check_interval_s: float = _setting("TRAINER_CHECK_INTERVAL_S", 900.0, _float_in(1.0, 86_400.0), "how often `loop` checks for drift")
+        "BASELINE_FILTER", "empty(bot_name)", _sql_filter, "SQL boolean expression selecting baseline rows (trusted operator input)",
+        processes={TRAINER})
+    baseline_max_rows: int = _setting("BASELINE_MAX_ROWS", 1_000_000, _int_in(100, 100_000_000), "most rows read for a baseline",
+        processes={TRAINER})
+    prune_variance_threshold: float = _setting("PRUNE_VARIANCE_THRESHOLD", 1e-6, _float_in(0.0, 1e12), "variance below which a feature is pruned",
+        processes={TRAINER})
+    val_anomaly_gate: float = _setting("VAL_ANOMALY_GATE", 0.20, _float_in(0.0, 1.0), "refuse a model above this validation anomaly rate",
+        processes={TRAINER})
+    eif_contamination: float = _setting("EIF_CONTAMINATION", 0.05, _float_in(0.0001, 0.5), "share of the training split above the EIF anomaly threshold",
+        processes={TRAINER})
+    eif_ntrees: int = _setting("EIF_NTREES", 300, _int_in(1, 10_000), "EIF trees", processes={TRAINER})
+    eif_ndim: int = _setting("EIF_NDIM", 3, _int_in(1, 64), "EIF hyperplane dimensions", processes={TRAINER})
+    eif_sample_size: str = _setting("EIF_SAMPLE_SIZE", "auto", _sample_size, "EIF rows per tree ('auto' = min(rows, 10000))",
+        processes={TRAINER})
+    ae_epochs: int = _setting("AE_EPOCHS", 30, _int_in(1, 10_000), "autoencoder epochs", processes={TRAINER})
+    xgb_min_labels: int = _setting("XGB_MIN_LABELS", 100, _int_in(1, 100_000_000), "labels needed to train XGBoost",
+        processes={TRAINER})
+    xgb_retrain_interval_h: float = _setting("XGB_RETRAIN_INTERVAL_H", 168.0, _float_in(0.0, 100_000.0), "hours between XGBoost retrains",
+        processes={TRAINER})
+    retrain_interval_h: float = _setting("RETRAIN_INTERVAL_H", 24.0, _float_in(0.0, 100_000.0), "hours between scheduled retrains",
+        processes={TRAINER})
+    drift_threshold: float = _setting("DRIFT_THRESHOLD", 0.30, _float_in(0.0, 1.0), "share of drifted features that forces a retrain",
+        processes={TRAINER})
+    trainer_check_interval_s: float = _setting("TRAINER_CHECK_INTERVAL_S", 900.0, _float_in(1.0, 86_400.0), "how often `loop` checks for drift",
+        processes={TRAINER})
     # Logging.
-    log_level: str = _setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "log level")
-    log_format: str = _setting("LOG_FORMAT", "text", _choice("text", "json"), "log format")
+    log_level: str = _setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "log level",
+        processes=ALL_PROCESSES)
+    log_format: str = _setting("LOG_FORMAT", "text", _choice("text", "json"), "log format", processes=ALL_PROCESSES)
 
     def describe(self) -> dict[str, Any]:
         """The settings as a dict for logs, with secrets masked (a password inside a URL too)."""
@@ -265,11 +323,26 @@ def _flag(f: Any) -> str:
     return "--" + f.name.replace("_", "-")
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, names: set[str] | None = None) -> None:
-    """Add one ``--flag`` per setting (all of them, or the ``names`` given)."""
-    group = parser.add_argument_group("settings (each also read from its environment variable)")
+def settings_of(process: str | None) -> list[str]:
+    """Names of the settings ``process`` uses (every setting for ``None``)."""
+    if process is not None and process not in ALL_PROCESSES:
+        raise ValueError(f"unknown process {process!r}; allowed: {sorted(ALL_PROCESSES)}")
+    return [f.name for f in fields(Settings) if process is None or process in f.metadata["processes"]]
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, names: set[str] | None = None, *,
+                      process: str | None = None) -> None:
+    """Add one ``--flag`` per setting of ``process`` (all of them for ``None``; only the
+    ``names`` given, if any). Call it after the command's own options: ``--help`` then lists
+    those first, and its usage line names them, not the settings."""
+    if parser.usage is None:  # the usage line of the command's own options, not of 60 settings
+        own = parser.format_usage().removeprefix("usage: ").strip()
+        parser.usage = own.replace("%", "%%") + " [SETTING FLAGS]"
+    group = parser.add_argument_group(
+        f"settings{'' if process is None else ' of the ' + process} (each also read from its environment variable)")
+    chosen = set(settings_of(process))
     for f in fields(Settings):
-        if names is not None and f.name not in names:
+        if f.name not in chosen or (names is not None and f.name not in names):
             continue
         group.add_argument(_flag(f), dest=f"setting_{f.name}", default=None, metavar=f.metadata["env"],
                            help=f"{f.metadata['doc']} (env {f.metadata['env']}, default {f.default!r})")
@@ -301,7 +374,8 @@ def load_settings(environ: Mapping[str, str] | None = None,
         except ValueError as exc:
             raise ConfigError(f"{env}: {exc}") from None
     settings = Settings(**values)
-    if settings.ae_weight >= 1.0 and settings.xgb_weight >= 1.0:
+    if settings.ae_weight is not None and settings.xgb_weight is not None and \
+            settings.ae_weight >= 1.0 and settings.xgb_weight >= 1.0:
         raise ConfigError("AE_WEIGHT/XGB_WEIGHT: both weights 1.0 leave no room for the EIF")
     return settings
 

@@ -510,6 +510,52 @@ class KafkaCluster:
                 raise KafkaStartError(f"node {n.node_id} exited with {n.proc.returncode} "
                                       f"(log {n.log_path}):\n{n.log_tail()}")
 
+    def active_controller(self) -> int:
+        """The node id of the active KRaft controller (the quorum leader).
+
+        Why not the admin API: in KRaft mode a broker answers Metadata / DescribeCluster with a
+        random live broker as "controller" (clients cannot reach the quorum), and librdkafka
+        has no DescribeQuorum. Each voter writes the leader it knows, with its epoch, to
+        ``__cluster_metadata-0/quorum-state``; the highest epoch among running nodes wins.
+        """
+        import json
+
+        best: tuple[int, int] | None = None
+        for n in self.running_nodes():
+            path = n.data_dir / "__cluster_metadata-0" / "quorum-state"
+            try:
+                state = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            leader, epoch = int(state.get("leaderId", -1)), int(state.get("leaderEpoch", -1))
+            if leader >= 0 and (best is None or epoch > best[1]):
+                best = (leader, epoch)
+        if best is None:
+            raise KafkaHarnessError("no running node knows the controller quorum's leader yet")
+        return best[0]
+
+    def wait_in_sync(self, timeout: float = 60.0) -> None:
+        """Wait until every partition of every topic has all its replicas in sync (after a node
+        came back: the next fault must not find a partition already short of its ISR)."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": ",".join(n.bootstrap for n in self.running_nodes()),
+                             "log_level": 3})
+        deadline = time.monotonic() + timeout
+        short: list[str] = []
+        while time.monotonic() < deadline:
+            try:
+                meta = admin.list_topics(timeout=5)
+                short = [f"{t}[{p}]" for t, tm in meta.topics.items() for p, pm in tm.partitions.items()
+                         if set(pm.isrs) != set(pm.replicas) or pm.leader < 0]
+                if not short:
+                    return
+            except KafkaException as exc:
+                short = [str(exc)]
+            time.sleep(0.3)
+        raise KafkaStartError(f"partitions not in sync within {timeout}s: {short[:10]}")
+
     def stop(self, grace: float = 30.0) -> None:
         """Clean shutdown of every node at once; any still running after ``grace`` is killed."""
         for n in self.nodes:

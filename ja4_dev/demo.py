@@ -1,7 +1,8 @@
 """``stream-scorer demo``: the whole loop on the embedded default, in one command.
 
-1. start the broker (``--broker``: the embedded Tansu by default, or Apache Kafka 4 from
-   :mod:`ja4_dev.apache_kafka`) and use the embedded ClickHouse (chdb) under ``./var/``
+1. start the broker (``--broker``, default ``auto``: Apache Kafka 4 from :mod:`ja4_dev.apache_kafka`
+   where java and mvn are installed, else the embedded Tansu, also when Kafka fails to
+   start) and use the embedded ClickHouse (chdb) under ``./var/``
    (models and tables are reused between runs);
 2. load a week of simulated, partly labelled history and train the first version;
 3. start the scorer replicas and the sink as separate processes; stream live traffic, then
@@ -21,7 +22,6 @@ import json
 import multiprocessing
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import orjson
 
+from ja4_dev.processes import ProbeTimeout, ProcessExited, ProductProcess, python_module
 from ja4_dev.tansu import TansuBroker, free_port
 from ja4_core.settings import Settings
 
@@ -67,43 +68,8 @@ LIVE_SAMPLE = 0.2
 
 # --- child processes -------------------------------------------------------------------
 
-@dataclass
-class Child:
-    """A product process started by the demo (a replica, the sink, a trainer step)."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> "Child":
-        self.proc = subprocess.Popen(self.argv, env={**os.environ, **self.env}, stdout=open(self.log_path, "ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    def signal(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def run(self, timeout: float = 1800.0) -> int:
-        self.start()
-        assert self.proc is not None
-        try:
-            return self.proc.wait(timeout)
-        except BaseException:
-            self.stop()
-            raise
+#: A product process started by the demo (a replica, the sink, a trainer step).
+Child = ProductProcess
 
 
 def _get_json(url: str) -> dict[str, Any] | None:
@@ -378,7 +344,7 @@ class Demo:
         return cluster
 
     def trainer(self, env: dict[str, str], *argv: str, name: str) -> int:
-        child = Child(name, [sys.executable, "-m", "trainer.cli", *argv], env, self.logs / f"{name}.log")
+        child = Child(name, python_module("trainer.cli", *argv), env, self.logs / f"{name}.log")
         rc = child.run()
         if rc != 0:
             raise RuntimeError(f"`stream-trainer {' '.join(argv)}` failed with {rc}: see {child.log_path}")
@@ -387,7 +353,7 @@ class Demo:
     def run(self) -> dict[str, Any]:
         args = self.args
         started_at = time.time()
-        choice = getattr(args, "broker", "tansu")
+        choice = getattr(args, "broker", "auto")
         kind = broker_choice(choice)
         self.say(f"[1/6] starting {BROKER_NAMES[kind]}; ClickHouse and models under {self.var}")
         from ja4_dev.apache_kafka import KafkaHarnessError
@@ -418,7 +384,7 @@ class Demo:
         replicas = []
         for i in range(args.replicas):
             port = free_port()
-            child = Child(f"scorer-{i + 1}", [sys.executable, "-m", "stream_scorer.cli", "worker"],
+            child = Child(f"scorer-{i + 1}", python_module("stream_scorer.cli", "worker"),
                           {**env, "SCORER_WEB_PORT": str(port)}, self.logs / f"scorer-{i + 1}.log").start()
             child.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
             replicas.append(child)
@@ -504,7 +470,7 @@ class Demo:
 
     # -- helpers --
     def _start_sink(self, env: dict[str, str]) -> Child:
-        sink = Child("sink", [sys.executable, "-m", "stream_scorer.cli", "sink"], env, self.logs / "sink.log").start()
+        sink = Child("sink", python_module("stream_scorer.cli", "sink"), env, self.logs / "sink.log").start()
         self.children.append(sink)
         return sink
 
@@ -526,15 +492,14 @@ class Demo:
 
     def _wait_ready(self, replicas: list[Child], timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            states = [_get_json(r.url + "/health") for r in replicas]  # type: ignore[attr-defined]
-            if all(s and s.get("ready") for s in states):
-                return
-            for r in replicas:
-                if r.proc and r.proc.poll() is not None:
-                    raise RuntimeError(f"{r.name} exited: see {r.log_path}")
-            time.sleep(0.5)
-        raise RuntimeError(f"replicas not ready within {timeout}s: see {self.logs}")
+        for r in replicas:
+            try:
+                r.wait_http(r.url + "/health", lambda status, body: bool(body.get("ready")),  # type: ignore[attr-defined]
+                            max(0.0, deadline - time.monotonic()), interval=0.5)
+            except ProcessExited:
+                raise RuntimeError(f"{r.name} exited: see {r.log_path}") from None
+            except ProbeTimeout:
+                raise RuntimeError(f"replicas not ready within {timeout}s: see {self.logs}") from None
 
     def _wait_sink_idle(self, port: int, quiet_s: float = 3.0, timeout: float = 60.0) -> None:
         last, since = -1, time.monotonic()

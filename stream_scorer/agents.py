@@ -34,24 +34,59 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import mode
 from faust.exceptions import AlreadyConfiguredWarning
 from faust.types import EventT, StreamT
 
+from ja4_core.settings import Settings
 from stream_scorer import metrics
-from stream_scorer.app import app, dlq_topic, features_topic, holder, follower, scores_topic, settings
 from stream_scorer.batcher import Batcher
 from stream_scorer.batcher import Closed as BatcherClosed
-from stream_scorer.output_producer import (EXIT_DELIVERY_FAILED, DeliveryExhausted, DeliveryFailed, DeliveryHealth, Output,
-                              OutputProducer, RetryPolicy, producer_config)
-from stream_scorer.model_holder import ActiveModel
+from stream_scorer.control_follower import ControlFollower
+from stream_scorer.model_holder import ActiveModel, ModelHolder
+from stream_scorer.output_producer import (
+    EXIT_DELIVERY_FAILED,
+    DeliveryExhausted,
+    DeliveryFailed,
+    DeliveryHealth,
+    Output,
+    OutputProducer,
+    RetryPolicy,
+    producer_config,
+)
 from stream_scorer.parsing import ParsedBatch, Reject, parse_batch
 from stream_scorer.scoring import BatchOutput, ScoredMatrix, score_matrix, serialise
+from stream_scorer.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
 
+# The worker's parts, bound by :func:`register` when the app is built (one app per process);
+# importing this module binds and builds nothing.
+app: Any
+settings: Settings
+holder: ModelHolder
+follower: ControlFollower
+features_topic: Any
+scores_topic: Any
+dlq_topic: Any
+
+
+def register(parts: WorkerParts) -> None:
+    """Bind this module to a worker's parts and register its agent, task, timer and service
+    with the app (called once by :func:`stream_scorer.app.create_app`)."""
+    global app, settings, holder, follower, features_topic, scores_topic, dlq_topic
+    app, settings, holder, follower = parts.app, parts.settings, parts.holder, parts.follower
+    features_topic, scores_topic, dlq_topic = parts.features_topic, parts.scores_topic, parts.dlq_topic
+    app.service(OutputProducerService)
+    app.agent(features_topic)(score_features)
+    app.task(follow_control)
+    app.timer(interval=SAMPLE_LAG_EVERY_S)(sample_consumer_lag)
+
 WAIT_LOG_EVERY_S = 5.0
+#: How often the consumer lag per assigned partition is sampled (s).
+SAMPLE_LAG_EVERY_S = 5.0
 
 
 async def wait_for_model() -> None:
@@ -65,9 +100,11 @@ async def wait_for_model() -> None:
             pass
 
 
-def _dlq_headers(event: EventT, reason: str, record_index: int | None) -> list[tuple[str, bytes]]:
+def _dlq_headers(event: EventT, rej: Reject) -> list[tuple[str, bytes]]:
     msg = event.message
-    headers = [("error", reason.encode()), ("source-topic", msg.topic.encode()),
+    record_index = rej.record_index
+    headers = [("error", rej.reason.encode()), ("error-category", rej.category.encode()),
+               ("source-topic", msg.topic.encode()),
                ("source-partition", str(msg.partition).encode()), ("source-offset", str(msg.offset).encode())]
     if record_index is not None:
         headers.append(("source-record-index", str(record_index).encode()))
@@ -96,19 +133,20 @@ def fit_outputs(out: BatchOutput, keys: list[bytes | None], values: list[bytes |
             kept.append((idx, value))
         else:
             out.rejects.append(Reject(idx, values[idx] or b"", f"score record of {len(value)} bytes (key {key_len} bytes) "
-                                                  f"exceeds the producer's request size limit ({limit} bytes)"))
+                                                  f"exceeds the producer's request size limit ({limit} bytes)",
+                                      category="oversized"))
     out.scores = kept
     for n, rej in enumerate(out.rejects):
         room = max(0, limit - OUTPUT_HEADROOM - len(_fit_key(keys[rej.message_index]) or b""))
         if len(rej.value) > room:
             out.rejects[n] = Reject(rej.message_index, rej.value[:room],
                                     f"{rej.reason} (DLQ value cut from {len(rej.value)} to {room} bytes: above the "
-                                    "producer's request size limit)", rej.record_index)
+                                    "producer's request size limit)", rej.record_index, category=rej.category)
 
 
 def _fail_batch(values: list[bytes | None], reason: str) -> BatchOutput:
     """Dead-letter a whole batch when scoring itself failed: nothing is lost or skipped."""
-    return BatchOutput(rejects=[Reject(i, v or b"", reason) for i, v in enumerate(values)],
+    return BatchOutput(rejects=[Reject(i, v or b"", reason, category="scoring_error") for i, v in enumerate(values)],
                        records_in=len(values))
 
 
@@ -128,7 +166,6 @@ def output_producer() -> OutputProducer:
 OUTPUT_LINGER_MS = 2
 
 
-@app.service
 class OutputProducerService(mode.Service):
     """Flushes and closes the output producer when the worker stops."""
 
@@ -236,7 +273,7 @@ def build_outputs(work: ParsedWork) -> tuple[BatchOutput, list[Output]]:
     outputs = [Output(scores_name, keys[idx], value, version_header) for idx, value in out.scores]
     for rej in out.rejects:
         outputs.append(Output(dlq_name, _fit_key(keys[rej.message_index]), rej.value,
-                              _dlq_headers(events[rej.message_index], rej.reason, rej.record_index)))
+                              _dlq_headers(events[rej.message_index], rej)))
     return out, outputs
 
 
@@ -303,7 +340,7 @@ async def deliver_and_ack(stream: StreamT, events: list[EventT], out: BatchOutpu
     metrics.RECORDS_IN.inc(out.records_in)
     metrics.BATCH_SIZE.observe(len(out.scores))
     for rej in out.rejects:
-        metrics.DLQ.labels(reason=metrics.dlq_category(rej.reason)).inc()
+        metrics.DLQ.labels(reason=rej.category).inc()
     for level, n in Counter(out.levels).items():
         metrics.RECORDS_SCORED.labels(threat_level=level).inc(n)
     for feat, count in out.imputed_counts.items():
@@ -406,7 +443,6 @@ async def _idle() -> None:
     await asyncio.Event().wait()
 
 
-@app.agent(features_topic)
 async def score_features(stream: StreamT) -> None:
     if DELIVERY.failed is not None:  # restarted after the worker failed: consume nothing
         await _idle()
@@ -443,13 +479,11 @@ async def score_features(stream: StreamT) -> None:
             runner.cancel()
 
 
-@app.task
 async def follow_control() -> None:
     """Every replica follows the whole control topic (see :mod:`.control_follower`)."""
     await follower.run()
 
 
-@app.timer(interval=5.0)
 async def sample_consumer_lag() -> None:
     """Consumer lag per assigned partition: high watermark minus committed offset."""
     consumer = app.consumer

@@ -1,32 +1,73 @@
-"""The scorer's Faust app and its topics: declarations only.
+"""The scorer's Faust app and its topics, built when a worker starts.
 
 Every replica started with the same ``SCORER_APP_ID`` joins one consumer group, and the
 partitions of the features topic are split between them. Start with ``stream-scorer worker``
-or ``faust -A stream_scorer.app worker``. Agents live in :mod:`.agents`, web views in
-:mod:`.views`; both are imported at the bottom so that importing this module registers them.
+or ``faust -A stream_scorer.app worker``.
+
+Importing this module builds nothing and reads no setting: :func:`create_app` builds the app
+from the settings, declares the topics, and registers the agents (:mod:`.agents`) and the web
+views (:mod:`.views`) with :func:`~.agents.register`/:func:`~.views.register`, so imports run
+one way (this module -> agents, views; they never import it back). ``stream_scorer.app.app``,
+the attribute ``faust -A`` looks up, is built on first access from the process's settings
+(:func:`~ja4_core.settings.get_settings`). The process start-up (:func:`start_process`: model
+threads, the GIL switch interval, Faust's data directory, the fetch-wait limit) runs when the
+worker starts: ``stream-scorer worker`` calls it, and Faust's ``on_worker_init`` signal does
+for ``faust -A``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
 from ja4_core.bundle import ModelStore
+from ja4_core.settings import Settings, get_settings
+from stream_scorer import agents, views
 from stream_scorer.control_follower import ControlFollower
-from stream_scorer.faust_app_args import app_settings
+from stream_scorer.faust_app_args import app_settings, prepare_process
 from stream_scorer.model_holder import ModelHolder
-from ja4_core.settings import get_settings
+from stream_scorer.worker_parts import WorkerParts
 
-settings = get_settings()
 
-app = faust.App(
-    settings.scorer_app_id,
-    **app_settings(settings, settings.scorer_app_id, web_port=settings.scorer_web_port,
-                   batch_max=settings.scorer_batch_max, batch_wait_ms=settings.scorer_batch_wait_ms),
-    producer_acks=-1,
-    producer_linger_ms=2,
-    # Score records are ~1 KB: Faust's 16 KB default would hold a dozen per request.
-    producer_max_batch_size=1_048_576,
-)
+def create_app(settings: Settings) -> faust.App:
+    """The scorer's Faust app for ``settings``, with its topics, agents and web views."""
+    app = faust.App(
+        settings.scorer_app_id,
+        **app_settings(settings, settings.scorer_app_id, web_port=settings.scorer_web_port,
+                       batch_max=settings.scorer_batch_max),
+        producer_acks=-1,
+        producer_linger_ms=2,
+        # Score records are ~1 KB: Faust's 16 KB default would hold a dozen per request.
+        producer_max_batch_size=1_048_576,
+    )
+    features_topic = app.topic(settings.topic_features, key_type=bytes, value_type=bytes,
+                               key_serializer="raw", value_serializer="raw",
+                               partitions=settings.topic_partitions)
+    scores_topic = app.topic(settings.topic_scores, key_serializer="raw", value_serializer="raw",
+                             partitions=settings.topic_partitions)
+    dlq_topic = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw",
+                          partitions=settings.topic_partitions)
+    holder = ModelHolder(ModelStore(settings.model_store), settings.model_name, nthreads=settings.scorer_threads,
+                         eif_evaluator=settings.eif_evaluator, ae_evaluator=settings.ae_evaluator)
+    parts = WorkerParts(app=app, settings=settings, features_topic=features_topic, scores_topic=scores_topic,
+                        dlq_topic=dlq_topic, holder=holder, follower=ControlFollower(settings, holder))
+    agents.register(parts)
+    views.register(parts)
+
+    @app.on_worker_init.connect
+    def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
+        """``faust -A stream_scorer.app worker`` does not go through our CLI: start up here."""
+        start_process(settings)
+
+    return app
+
+
+def start_process(settings: Settings) -> None:
+    """The start-up work of a scorer worker process (idempotent)."""
+    _limit_torch_threads(settings.scorer_threads)
+    _shorten_gil_switch_interval()
+    prepare_process(settings, settings.scorer_app_id, batch_wait_ms=settings.scorer_batch_wait_ms)
 
 
 def _limit_torch_threads(n: int) -> None:
@@ -36,9 +77,6 @@ def _limit_torch_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
-
-
-_limit_torch_threads(settings.scorer_threads)
 
 
 def _shorten_gil_switch_interval(seconds: float = 0.0005) -> None:
@@ -51,21 +89,18 @@ def _shorten_gil_switch_interval(seconds: float = 0.0005) -> None:
     sys.setswitchinterval(seconds)
 
 
-_shorten_gil_switch_interval()
+_app: faust.App | None = None
 
-features_topic = app.topic(settings.topic_features, key_type=bytes, value_type=bytes,
-                           key_serializer="raw", value_serializer="raw",
-                           partitions=settings.topic_partitions)
-scores_topic = app.topic(settings.topic_scores, key_serializer="raw", value_serializer="raw",
-                         partitions=settings.topic_partitions)
-dlq_topic = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw",
-                      partitions=settings.topic_partitions)
 
-holder = ModelHolder(ModelStore(settings.model_store), settings.model_name, nthreads=settings.scorer_threads,
-                     eif_evaluator=settings.eif_evaluator, ae_evaluator=settings.ae_evaluator)
-follower = ControlFollower(settings, holder)
+def __getattr__(name: str) -> Any:
+    """``stream_scorer.app.app``: the process's app, built on first access (``faust -A``)."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app(get_settings())
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-from stream_scorer import agents, views  # noqa: E402,F401  (registers the agent and the web views)
 
 if __name__ == "__main__":
-    app.main()
+    __getattr__("app").main()

@@ -19,16 +19,12 @@ from typing import Any, Iterator, Sequence
 import orjson
 
 from ja4_core.errors import ConfigError, Ja4StreamError
+from ja4_core.features import csv_cell
 from ja4_core.logs import redact
-from ja4_core.settings import Settings, add_setting_flags, load_settings, use_settings
+from ja4_core.settings import SINK, WORKER, Settings, add_setting_flags, load_settings, use_settings
+from stream_scorer.faust_worker import setup_logging
 
 log = logging.getLogger("stream_scorer")
-
-
-def setup_logging(settings: Settings) -> None:
-    from ja4_core.logs import configure_logging
-
-    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
 
 
 # --- worker ----------------------------------------------------------------------------
@@ -53,34 +49,24 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from ja4_core.kafka_admin import scorer_topics
 
     create_missing(settings, scorer_topics(settings))
-    from faust.worker import Worker
+    from stream_scorer.app import create_app, start_process
+    from stream_scorer.faust_worker import run_worker
 
-    from stream_scorer.app import app
-
-    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
-    worker.spinner = None  # its terminal escapes would corrupt log lines (and JSON logs)
-    # Faust configures its own logging at start; keep ours (and JSON lines when asked).
-    worker.on_setup_root_logger = lambda logger, level: setup_logging(settings)  # type: ignore[method-assign]
-    worker.execute_from_commandline()
+    start_process(settings)
+    run_worker(create_app(settings), settings)
     return 0
 
 
 # --- produce ---------------------------------------------------------------------------
 
 def _read_file(path: Path) -> Iterator[dict[str, Any]]:
-    """Records from NDJSON (one object or array per line) or CSV (numbers parsed)."""
+    """Records from NDJSON (one object or array per line) or CSV with a header, each cell read
+    by :func:`ja4_core.features.csv_cell` (as ``stream-trainer load`` reads it; empty cells are
+    left out, so a missing key field is missing)."""
     if path.suffix.lower() == ".csv":
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
-                rec: dict[str, Any] = {}
-                for k, v in row.items():
-                    if v is None or v == "":
-                        continue
-                    try:
-                        rec[k] = float(v) if any(c in v for c in ".eE") else int(v)
-                    except ValueError:
-                        rec[k] = v
-                yield rec
+                yield {k: v for k, raw in row.items() if k is not None and (v := csv_cell(k, raw)) is not None}
         return
     with open(path, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -217,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("worker", help="run a scoring replica (joins the SCORER_APP_ID consumer group)")
-    add_setting_flags(p)
+    add_setting_flags(p, process=WORKER)
 
     p = sub.add_parser("produce", help="send feature records to the features topic")
     src = p.add_mutually_exclusive_group()
@@ -231,26 +217,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
     p.add_argument("--with-truth", action="store_true", help="simulator: keep the label/bot_kind fields")
     p.add_argument("--raw", action="store_true", help="with --file: send each line unchanged (DLQ replay)")
-    add_setting_flags(p)
+    add_setting_flags(p, process=WORKER)  # a producer of the worker's input topic
 
     p = sub.add_parser("status", help="print the active model versions")
     p.add_argument("--replica", action="append", help="a replica's web URL (http://host:port); repeatable")
-    add_setting_flags(p)
+    add_setting_flags(p, process=WORKER)  # reads the control topic as the worker does
 
     p = sub.add_parser("sink", help="insert score records into ClickHouse ml_all_scores")
-    add_setting_flags(p)
+    add_setting_flags(p, process=SINK)
 
-    p = sub.add_parser("demo", help="run the whole loop on the embedded default")
+    p = sub.add_parser("demo", help="run the whole loop on a local broker (Apache Kafka, else the embedded Tansu)")
     p.add_argument("--duration", type=float, default=120.0, help="seconds of live traffic (default 120)")
     p.add_argument("--rate", type=float, default=500.0, help="records per second of live traffic")
     p.add_argument("--replicas", type=int, default=2, help="scorer replicas")
     p.add_argument("--history-rate", type=int, default=300, help="simulated history records per hour (7 days)")
     p.add_argument("--var", default="./var", help="state directory (reused between runs)")
     p.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live view")
-    p.add_argument("--broker", choices=["tansu", "kafka", "auto"], default="tansu",
-                   help="tansu: the embedded broker (default); kafka: Apache Kafka 4 (needs java and mvn: "
-                        "jars from Maven Central, cached); auto: kafka where java and mvn are installed")
-    add_setting_flags(p)
+    p.add_argument("--broker", choices=["tansu", "kafka", "auto"], default="auto",
+                   help="auto (default): Apache Kafka where java and mvn are installed, else tansu; "
+                        "kafka: Apache Kafka 4 (jars from Maven Central, cached); tansu: the embedded "
+                        "broker (no Java needed, but kcat/librdkafka 2.0 cannot talk to it)")
+    add_setting_flags(p)  # the demo runs every process
     return parser
 
 

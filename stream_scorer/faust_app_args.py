@@ -1,4 +1,11 @@
-"""Faust transport tuning that Faust does not expose as settings.
+"""The Faust App arguments the scorer and the sink share, and the process start-up they need.
+
+:func:`app_settings` only computes arguments; :func:`prepare_process` does the work a Faust
+worker process needs before it starts (the data directory, the fetch-wait patch below). It is
+called when a worker starts (``stream-scorer worker``/``sink``, or Faust's ``on_worker_init``
+for ``faust -A stream_scorer.app worker``), never on import or when an app is merely built.
+
+Faust transport tuning that Faust does not expose as settings:
 
 Faust creates its aiokafka consumer with a hard-coded ``fetch_max_wait_ms=1500``. A broker
 may hold a fetch that long when a partition has little data (Tansu does, even with data
@@ -14,6 +21,7 @@ the wait adds no latency, ``KAFKA_FETCH_MAX_WAIT_MS=500`` (Kafka's default) remo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 _patched: dict[str, int] = {}
@@ -38,18 +46,31 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
     AIOKafkaConsumerThread._ja4_fetch_patched = True
 
 
-def app_settings(settings: Any, app_id: str, *, web_port: int, batch_max: int, batch_wait_ms: int) -> dict[str, Any]:
-    """Faust App keyword arguments shared by the scorer and the sink: broker and security,
-    group timing, at-least-once commits, in-memory state, the web server, a data directory
-    (Faust wants one even with the memory store; nothing durable goes there) and the fetch
-    wait limited to half the batch wait."""
-    from pathlib import Path
+def fetch_wait_ms(settings: Any, batch_wait_ms: int) -> int:
+    """The longest fetch wait a worker's consumer may use: ``KAFKA_FETCH_MAX_WAIT_MS``, else
+    half the batch wait."""
+    return int(settings.kafka_fetch_max_wait_ms or max(1, batch_wait_ms // 2))
 
+
+def datadir(app_id: str) -> Path:
+    """Faust's data directory of an app (relative to the working directory)."""
+    return Path("var") / "faust" / app_id
+
+
+def prepare_process(settings: Any, app_id: str, *, batch_wait_ms: int) -> None:
+    """Start-up work of a Faust worker process: create the data directory's parents (Faust
+    creates the last level only) and limit the consumer's fetch wait (see above)."""
+    datadir(app_id).mkdir(parents=True, exist_ok=True)
+    limit_fetch_wait(fetch_wait_ms(settings, batch_wait_ms))
+
+
+def app_settings(settings: Any, app_id: str, *, web_port: int, batch_max: int) -> dict[str, Any]:
+    """Faust App keyword arguments shared by the scorer and the sink: broker and security,
+    group timing, at-least-once commits, in-memory state, the web server and a data directory
+    (Faust wants one even with the memory store; nothing durable goes there). Pure: nothing
+    is created or patched here (see :func:`prepare_process`)."""
     from ja4_core.kafka_security import faust_credentials
 
-    datadir = Path("var") / "faust" / app_id
-    datadir.mkdir(parents=True, exist_ok=True)
-    limit_fetch_wait(settings.kafka_fetch_max_wait_ms or max(1, batch_wait_ms // 2))
     return dict(
         broker=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings),
@@ -67,5 +88,5 @@ def app_settings(settings: Any, app_id: str, *, web_port: int, batch_max: int, b
         web_port=web_port,
         web_bind=settings.scorer_web_host,
         web_host=settings.scorer_web_host,
-        datadir=str(datadir),
+        datadir=str(datadir(app_id)),
     )

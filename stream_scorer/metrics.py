@@ -1,7 +1,9 @@
 """Prometheus metrics of a scorer replica (served at ``/metrics`` by the Faust web server).
 
-Declared once at import; the agent and the model holder only increment them. Label values
-are bounded: DLQ reasons are reduced to a category, features come from the bundle.
+Declared once at import (declaring touches nothing outside this registry); the agent and the
+model holder only increment them. Label values are bounded: a DLQ entry is counted by the
+category its reject carries (:data:`stream_scorer.parsing.RejectCategory`), features come from
+the bundle.
 """
 
 from __future__ import annotations
@@ -13,19 +15,22 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 RECORDS_IN = Counter("ja4_records_in_total", "Feature records received (envelopes counted per record)", registry=REGISTRY)
 MESSAGES_IN = Counter("ja4_messages_in_total", "Kafka messages received on the features topic", registry=REGISTRY)
 RECORDS_SCORED = Counter("ja4_records_scored_total", "Score records produced", ["threat_level"], registry=REGISTRY)
-DLQ = Counter("ja4_dlq_total", "Inputs dead-lettered, by reason", ["reason"], registry=REGISTRY)
+DLQ = Counter("ja4_dlq_total", "Inputs dead-lettered, by category (RejectCategory)", ["reason"], registry=REGISTRY)
 IMPUTED = Counter("ja4_imputed_features_total", "Feature values imputed with the training median", ["feature"], registry=REGISTRY)
 BATCH_SIZE = Histogram("ja4_batch_records", "Records per scoring batch", registry=REGISTRY,
                        buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000))
-SCORING_SECONDS = Histogram("ja4_batch_scoring_seconds", "Time to parse and score one batch", registry=REGISTRY,
+#: The scoring thread's time for one batch: impute, models, threat levels (parsing is the
+#: ``parse`` stage of :data:`STAGE_SECONDS`, serialising the ``outputs`` stage).
+SCORING_SECONDS = Histogram("ja4_batch_scoring_seconds", "Time to score one parsed batch (impute, models, levels)",
+                            registry=REGISTRY,
                             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 #: Where a batch's time goes, stage by stage: ``read`` the batch's first message produced ->
 #: read by this worker (broker, fetch, Faust's buffers; by the producer's clock). Then, adding
 #: up to the time from the batch's oldest message being read to its inputs being acked:
 #: ``batch`` oldest message read -> batch closed; ``parse`` closed -> parsed (incl. waiting for the
-#: parse thread); ``queued`` parsed -> scoring starts (the scoring thread busy with the batch
-#: before); ``score`` the scoring thread (models, levels, score records' bytes); ``outputs``
-#: building the records to produce (event loop); ``held`` -> sent (the batch before not yet
+#: Python thread, which also builds the outputs); ``queued`` parsed -> scoring starts (the scoring thread busy with the batch
+#: before); ``score`` the scoring thread (impute, models, threat levels); ``outputs`` the
+#: score records' bytes and the records to produce (the Python thread); ``held`` -> sent (the batch before not yet
 #: confirmed: acks stay in order); ``confirm`` sent -> every output confirmed by the broker and
 #: the inputs acked.
 STAGE_SECONDS = Histogram("ja4_stage_seconds", "Seconds a batch spends in each stage of the worker", ["stage"],
@@ -48,17 +53,3 @@ DELIVERY_RETRIES = Counter("ja4_delivery_retries_total", "Retries of a batch's u
 DELIVERY_FAILURES = Counter("ja4_delivery_failures_total", "Output records the broker did not confirm, by topic",
                             ["topic"], registry=REGISTRY)
 
-
-def dlq_category(reason: str) -> str:
-    """A bounded label for a DLQ reason."""
-    if reason.startswith("not valid JSON"):
-        return "invalid_json"
-    if "missing key field" in reason or "empty key field" in reason or "key field" in reason:
-        return "missing_key"
-    if reason.startswith("empty"):
-        return "empty"
-    if "scoring failed" in reason:
-        return "scoring_error"
-    if "no model" in reason:
-        return "no_model"
-    return "not_object"

@@ -56,8 +56,7 @@ class ActiveModel:
         return {"model_name": self.name, "model_version": self.version,
                 "loaded_at": self.loaded_at.isoformat(), "issued_at": self.issued_at.isoformat(),
                 "load_seconds": round(self.load_seconds, 3), "source": self.source,
-                "features": len(ens.features), "members": [m for m, d in
-                    (("eif", ens.eif), ("ae", ens.ae), ("xgb", ens.xgb)) if d is not None],
+                "features": len(ens.features), "members": list(ens.members()),
                 "eif_evaluator": ens.eif.evaluator, "eif_evaluator_note": ens.eif.evaluator_note,
                 "ae_evaluator": ens.ae.evaluator if ens.ae is not None else None,
                 "ae_evaluator_note": ens.ae.evaluator_note if ens.ae is not None else None,

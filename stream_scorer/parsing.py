@@ -16,43 +16,62 @@ build the score records, and a list of rejects for the DLQ:
   record's JSON (so replaying the DLQ never duplicates the envelope's good records), with
   its index in the ``source-record-index`` header;
 * ``window_start`` must be ISO-8601 text or epoch seconds (a number, or digits as text)
-  between 1970 and 2200 (:func:`~.features.window_start_seconds`); any other value rejects
-  the record as a missing key field does.
+  between 1970 and 2200 (:func:`~ja4_core.features.window_start_seconds`); any other value
+  rejects the record alone, like a missing key field.
 
-Booleans count as numbers (0/1); numeric strings do not (they are imputed), as the contract
-says "non-numeric". The hot loop is one list comprehension per record.
+Every reject carries its :data:`RejectCategory` (the ``error-category`` DLQ header and the
+``reason`` label of ``ja4_dlq_total``), set here where the reject is made; ``reason`` is the
+one-line text for people.
+
+Feature values follow the product's one missing-value rule,
+:func:`ja4_core.features.feature_value` (the trainer's import and both file readers use it
+too): a JSON number or boolean (0/1) that is finite as a double is used; anything else --
+missing, ``null``, any string (numeric strings too, e.g. ``"1.5"``: the contract says
+"non-numeric"), arrays, objects, NaN, infinities, integers beyond a double -- is missing and
+imputed. The hot loop is one list comprehension per record; the batch's cells become a matrix
+in one vectorised call (:func:`ja4_core.features.feature_matrix`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from itertools import chain
 import json
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import orjson
 
 from ja4_core.errors import RecordError
-from ja4_core.features import CONTEXT_FIELDS, KEY_FIELDS, window_start_seconds
+from ja4_core.features import CONTEXT_FIELDS, KEY_FIELDS, feature_matrix, window_start_seconds
 
-_NAN = float("nan")
-_INF = float("inf")
 _SCALARS = (str, int, float, bool)
-#: Key fields must be non-empty strings; window_start a time (see the module docstring).
-_STR = str
 #: The default of ``SCORER_MAX_ENVELOPE_RECORDS``: most records one envelope may hold.
 DEFAULT_MAX_ENVELOPE_RECORDS = 10_000
 
 
+#: Why an input was dead-lettered, as a bounded label (DLQ header ``error-category``, metric
+#: ``ja4_dlq_total{reason}``). ``empty``: no value or an empty array; ``invalid_json``: not JSON;
+#: ``not_object``: JSON but not an object/array of objects (or an envelope item that is not an
+#: object); ``envelope_too_large``: more items than ``SCORER_MAX_ENVELOPE_RECORDS``;
+#: ``missing_key``: a key field missing, empty or not a string; ``bad_window_start``: a
+#: ``window_start`` that is not a time in range; ``oversized``: the score record would not fit a
+#: producer request; ``scoring_error``: scoring the batch failed (a model or code bug);
+#: ``sink_invalid`` / ``sink_refused``: the sink could not make a row of a score record /
+#: ClickHouse refused the row.
+RejectCategory = Literal["empty", "invalid_json", "not_object", "envelope_too_large", "missing_key",
+                         "bad_window_start", "oversized", "scoring_error", "sink_invalid", "sink_refused"]
+
+
 @dataclass(frozen=True)
 class Reject:
-    """One DLQ entry: which message, the bytes to dead-letter, and why."""
+    """One DLQ entry: which message, the bytes to dead-letter, why (``category`` for programs,
+    ``reason`` for people)."""
 
     message_index: int
     value: bytes
     reason: str
     record_index: int | None = None
+    category: RejectCategory = field(kw_only=True)
 
 
 @dataclass
@@ -102,54 +121,22 @@ def _dumps_item(item: Any, envelope: bytes) -> bytes:
         return envelope
 
 
-def _as_number(v: Any) -> float:
-    t = type(v)
-    if t is float:
-        return v if -_INF < v < _INF else _NAN  # NaN and +-inf become missing
-    if t is int or t is bool:
-        try:
-            return float(v)
-        except OverflowError:
-            return _NAN
-    return _NAN
-
-
-_PLAIN_NUMBERS = frozenset({float, int, bool, type(None)})
-
-
-def _to_matrix(rows: list[list[Any]], n_features: int) -> np.ndarray:
-    """Raw feature cells -> float64 matrix, with :func:`_as_number`'s meaning for every cell.
-
-    The common case (every cell a JSON number, boolean or null) is converted by numpy in one
-    call, then non-finite values become NaN; any other cell type sends the batch through
-    :func:`_as_number` cell by cell (strings must become NaN, never parsed as numbers)."""
-    if not rows:
-        return np.empty((0, n_features), dtype=np.float64)
-    if set(map(type, chain.from_iterable(rows))) <= _PLAIN_NUMBERS:
-        try:
-            X = np.array(rows, dtype=np.float64)  # null -> NaN, bool -> 0/1, int -> nearest double
-        except OverflowError:  # an integer beyond a double: the cell-by-cell path makes it NaN
-            pass
-        else:
-            X[~np.isfinite(X)] = np.nan
-            return X
-    return np.array([[_as_number(v) for v in row] for row in rows], dtype=np.float64)
-
-
-def _key_problem(rec: dict[str, Any]) -> str | None:
+def _key_problem(rec: dict[str, Any]) -> tuple[RejectCategory, str] | None:
+    """Why a record cannot be keyed, or None. Key fields are non-empty strings (``type(v) is
+    str``: a str subclass cannot come out of JSON) and ``window_start`` a time in range."""
     for name in KEY_FIELDS:
         v = rec.get(name)
         if v is None:
-            return f"missing key field {name!r}"
-        if type(v) is _STR and not v:
-            return f"empty key field {name!r}"
+            return "missing_key", f"missing key field {name!r}"
+        if type(v) is str and not v:
+            return "missing_key", f"empty key field {name!r}"
         if name == "window_start":
             try:
                 window_start_seconds(v)
             except RecordError as exc:
-                return str(exc)
-        elif type(v) is not _STR:
-            return f"key field {name!r} must be a string, got {type(v).__name__}"
+                return "bad_window_start", str(exc)
+        elif type(v) is not str:
+            return "missing_key", f"key field {name!r} must be a string, got {type(v).__name__}"
     return None
 
 
@@ -164,45 +151,50 @@ def parse_batch(values: Sequence[bytes | None], features: Sequence[str],
     keep = KEY_FIELDS + CONTEXT_FIELDS
     for i, value in enumerate(values):
         if value is None:
-            rejects.append(Reject(i, b"", "empty message (no value)"))
+            rejects.append(Reject(i, b"", "empty message (no value)", category="empty"))
             continue
         try:
             doc = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             doc = _lenient_loads(value)
             if doc is _INVALID:
-                rejects.append(Reject(i, value, f"not valid JSON: {str(exc).splitlines()[0][:200]}"))
+                rejects.append(Reject(i, value, f"not valid JSON: {str(exc).splitlines()[0][:200]}",
+                                      category="invalid_json"))
                 continue
         if type(doc) is dict:
             items, envelope = (doc,), False
         elif type(doc) is list:
             if not doc:
-                rejects.append(Reject(i, value, "empty array: no records"))
+                rejects.append(Reject(i, value, "empty array: no records", category="empty"))
                 continue
             if len(doc) > max_envelope_records:
                 rejects.append(Reject(i, value, f"envelope of {len(doc)} records exceeds "
-                                                f"SCORER_MAX_ENVELOPE_RECORDS ({max_envelope_records})"))
+                                                f"SCORER_MAX_ENVELOPE_RECORDS ({max_envelope_records})",
+                                      category="envelope_too_large"))
                 continue
             items, envelope = doc, True
         else:
-            rejects.append(Reject(i, value, f"not a JSON object or array of objects (got {type(doc).__name__})"))
+            rejects.append(Reject(i, value, f"not a JSON object or array of objects (got {type(doc).__name__})",
+                                  category="not_object"))
             continue
         for j, rec in enumerate(items):
             if type(rec) is not dict:
                 reason = f"envelope item {j} is not a JSON object (got {type(rec).__name__})"
-                rejects.append(Reject(i, _dumps_item(rec, value), reason, j))
+                rejects.append(Reject(i, _dumps_item(rec, value), reason, j, category="not_object"))
                 continue
             problem = _key_problem(rec)
             if problem is not None:
+                category, why = problem
                 if envelope:
-                    rejects.append(Reject(i, _dumps_item(rec, value), f"envelope item {j}: {problem}", j))
+                    rejects.append(Reject(i, _dumps_item(rec, value), f"envelope item {j}: {why}", j,
+                                          category=category))
                 else:
-                    rejects.append(Reject(i, value, problem))
+                    rejects.append(Reject(i, value, why, category=category))
                 continue
             get = rec.get
             rows.append([get(f) for f in feats])  # raw cells; converted for the whole batch below
             # Key fields are checked scalars; context fields pass through only as scalars.
             records.append({k: v for k in keep if (v := get(k)) is not None and type(v) in _SCALARS})
             origin.append(i)
-    X = _to_matrix(rows, len(feats))
+    X = feature_matrix(rows, len(feats))
     return ParsedBatch(X=X, records=records, message_index=origin, rejects=rejects)

@@ -2,7 +2,7 @@
 
 Pure apart from reading the clock: :func:`score_values` parses the whole batch
 (:mod:`.parsing`), imputes once, calls each ensemble member once on the whole matrix
-(:mod:`.ensemble`), decides the threat levels, and serialises the score records. The
+(:mod:`ja4_core.ensemble`), decides the threat levels, and serialises the score records. The
 agent only moves the bytes it returns.
 """
 

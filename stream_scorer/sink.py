@@ -35,6 +35,7 @@ from faust.types import StreamT
 from ja4_core.errors import SchemaError
 from ja4_core.logs import redact
 from ja4_core.settings import Settings
+from stream_scorer.parsing import RejectCategory
 from stream_scorer.sink_writer import ScoreWriter
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,7 @@ def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None]
 
     app = faust.App(settings.sink_app_id,
                     **app_settings(settings, settings.sink_app_id, web_port=settings.sink_web_port,
-                                   batch_max=settings.sink_batch_max,
-                                   batch_wait_ms=min(settings.sink_batch_wait_ms, 500)),
+                                   batch_max=settings.sink_batch_max),
                     # On stop or rebalance, commit what was acked and go: never wait for a batch
                     # that cannot be written (it is re-delivered; re-inserts do not duplicate).
                     stream_wait_empty=False)
@@ -126,26 +126,30 @@ def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_SinkCollector(state, writer, ready))  # type: ignore[arg-type]
 
-    async def dead_letter(bad: list[tuple[Any, str]]) -> None:
+    async def dead_letter(bad: list[tuple[Any, RejectCategory, str]]) -> None:
+        """Each (event, category, reason) to the DLQ, confirmed; the category is set where the
+        reject is made (``sink_invalid``: not a row; ``sink_refused``: ClickHouse refused it)."""
         pending = []
-        for ev, reason in bad:
+        for ev, category, reason in bad:
             m = ev.message
             pending.append(await app.producer.send(dlq.get_topic_name(), m.key, m.value, None, None, [
-                ("error", reason.encode()[:1000]), ("source-topic", m.topic.encode()),
+                ("error", reason.encode()[:1000]), ("error-category", category.encode()),
+                ("source-topic", m.topic.encode()),
                 ("source-partition", str(m.partition).encode()), ("source-offset", str(m.offset).encode())]))
         if pending:
             await asyncio.gather(*pending)  # confirmed by the broker before the batch is acked
 
     async def sink_batch(stream: StreamT, events: list) -> None:
-        rows, row_events, bad = [], [], []
+        rows, row_events = [], []
+        bad: list[tuple[Any, RejectCategory, str]] = []
         for ev in events:
             try:
                 rows.append(read_score(ev.message.value))
                 row_events.append(ev)
             except SchemaError as exc:
-                bad.append((ev, f"sink: {exc}"[:1000]))
+                bad.append((ev, "sink_invalid", f"sink: {exc}"[:1000]))
         refused = await writer.write(rows, row_events)
-        await dead_letter(bad + refused)
+        await dead_letter(bad + [(ev, "sink_refused", reason) for ev, reason in refused])
         state["inserted"] += len(rows) - len(refused)
         state["batches"] += 1
         state["rejected"] += len(bad) + len(refused)
@@ -186,12 +190,12 @@ def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None]
 
 def run_sink(settings: Settings) -> int:
     """``stream-scorer sink``: run the sink worker until SIGTERM/Ctrl-C."""
-    from faust.worker import Worker
-
-    from stream_scorer.cli import setup_logging
     from ja4_core.kafka_admin import ensure_topics, sink_topics
+    from stream_scorer.faust_app_args import prepare_process
+    from stream_scorer.faust_worker import run_worker, setup_logging
 
     setup_logging(settings)
+    prepare_process(settings, settings.sink_app_id, batch_wait_ms=min(settings.sink_batch_wait_ms, 500))
     ensure_topics(settings, sink_topics(settings))
     failures: list[BaseException] = []
 
@@ -200,11 +204,8 @@ def run_sink(settings: Settings) -> int:
         _stop_process(exc)
 
     app = build_sink_app(settings, on_fatal)
-    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
-    worker.spinner = None  # its terminal escapes would corrupt log lines (and JSON logs)
-    worker.on_setup_root_logger = lambda logger, level: setup_logging(settings)  # type: ignore[method-assign]
     try:
-        worker.execute_from_commandline()
+        run_worker(app, settings)
     except SystemExit:
         if not failures:
             raise

@@ -10,14 +10,32 @@ the last control message; ``/metrics``: Prometheus text format.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import psutil
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ja4_core.settings import Settings
 from stream_scorer import metrics
 from stream_scorer.agents import DELIVERY
-from stream_scorer.app import app, follower, holder, settings
+from stream_scorer.control_follower import ControlFollower
+from stream_scorer.model_holder import ModelHolder
+from stream_scorer.worker_parts import WorkerParts
+
+# The worker's parts, bound by :func:`register` (see :mod:`.agents`).
+app: Any
+settings: Settings
+holder: ModelHolder
+follower: ControlFollower
+
+
+def register(parts: WorkerParts) -> None:
+    """Bind this module to a worker's parts and add its pages to the app's web server."""
+    global app, settings, holder, follower
+    app, settings, holder, follower = parts.app, parts.settings, parts.holder, parts.follower
+    for path, view in PAGES.items():
+        app.page(path)(view)
 
 
 def _assigned() -> list[int]:
@@ -36,7 +54,6 @@ def readiness() -> dict:
             "model_version": active.version if active else None, "partitions": parts, "delivery": delivery}
 
 
-@app.page("/health")
 class Health(View):
     """Liveness: answering at all proves the event loop is responsive (200). The body also
     says whether the replica is ready, for humans and simple checks."""
@@ -45,7 +62,6 @@ class Health(View):
         return self.json({"alive": True, "pid": os.getpid(), **readiness()})
 
 
-@app.page("/ready")
 class Ready(View):
     """Readiness: 200 only when a model is active, partitions are assigned and outputs are
     delivered (``delivery`` is ``ok``, not ``retrying`` or ``failed``), else 503."""
@@ -55,12 +71,10 @@ class Ready(View):
         return self.json(state, status=200 if state["ready"] else 503)
 
 
-@app.page("/live")
 class Live(Health):
     """Alias of ``/health`` (liveness) for orchestrators that probe by this name."""
 
 
-@app.page("/model")
 class Model(View):
     async def get(self, request: Request) -> Response:
         active = holder.active
@@ -74,9 +88,12 @@ class Model(View):
         })
 
 
-@app.page("/metrics")
 class Metrics(View):
     async def get(self, request: Request) -> Response:
         metrics.RSS_BYTES.set(psutil.Process().memory_info().rss)
         body = generate_latest(metrics.REGISTRY)
         return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+#: The pages a worker serves, by path.
+PAGES: dict[str, type[View]] = {"/health": Health, "/ready": Ready, "/live": Live, "/model": Model, "/metrics": Metrics}

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -17,8 +14,9 @@ import numpy as np
 import orjson
 
 from ja4_core.bundle import BundleInfo, ModelStore, write_bundle
-from ja4_dev.tansu import free_port  # noqa: F401  (re-exported for the tests)
 from ja4_core.features import DEFAULT_FEATURES
+from ja4_dev.processes import ProcessError, ProductProcess, get_json, python_module
+from ja4_dev.tansu import free_port  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parent.parent
 FAST_GROUP_ENV = {"KAFKA_SESSION_TIMEOUT_S": "6", "KAFKA_HEARTBEAT_S": "1", "KAFKA_REBALANCE_TIMEOUT_S": "6"}
@@ -58,20 +56,21 @@ def quick_bundle(store: ModelStore, *, seed: int = 1, n: int = 4000, ntrees: int
 
 @dataclass
 class Worker:
-    """A ``stream-scorer worker`` subprocess."""
+    """A ``stream-scorer worker`` subprocess (started and stopped by :mod:`ja4_dev.processes`)."""
 
     env: dict[str, str]
     cwd: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    process: ProductProcess | None = None
 
     def start(self) -> "Worker":
-        env = {**os.environ, **self.env, "SCORER_WEB_PORT": str(self.port)}
         self.log_path = self.cwd / f"worker-{self.port}.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream_scorer.cli", "worker"], cwd=self.cwd, env=env,
-                                     stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.process = ProductProcess(f"worker {self.port}", python_module("stream_scorer.cli", "worker"),
+                                      {**self.env, "SCORER_WEB_PORT": str(self.port)}, self.log_path,
+                                      cwd=self.cwd).start()
+        self.proc = self.process.proc
         return self
 
     @property
@@ -79,43 +78,24 @@ class Worker:
         return f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str) -> tuple[int, dict[str, Any]]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=2) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+        return get_json(self.url + path)
 
     def wait_ready(self, timeout: float = 60.0, need_partitions: bool = True) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                status, body = self.get("/ready")
-                last = body
-                if status == 200 or (not need_partitions and body.get("model_active")):
-                    return body
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"worker not ready within {timeout}s (last {last}):\n{self.log()[-3000:]}")
+        assert self.process is not None, "worker not started"
+        try:
+            return self.process.wait_http(self.url + "/ready", lambda status, body: status == 200 or (
+                not need_partitions and bool(body.get("model_active"))), timeout)
+        except ProcessError as exc:
+            raise AssertionError(str(exc)) from None
 
     def model(self) -> dict[str, Any]:
         return self.get("/model")[1]
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+        return self.process.log() if self.process is not None else ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        os.killpg(self.proc.pid, sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(5)
+        return self.process.stop(grace=timeout, sig=sig) if self.process is not None else None
 
 
 def producer(bootstrap: str) -> Any:

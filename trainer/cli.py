@@ -10,9 +10,10 @@ Commands::
     stream-trainer status [--json]               versions, current, decisions, control topic
     stream-trainer activate VERSION              operator rollback to a stored version
 
-Every setting is an environment variable and a flag of each command (``--model-store``,
-``--clickhouse-url``, ...). Exit codes: 0 done (also when another trainer holds the lock:
-nothing to do), 1 failed (one line on stderr says why), 2 bad setting or usage.
+Every trainer setting is an environment variable and a flag of each command (``--model-store``,
+``--clickhouse-url``, ...; ``--help`` lists them after the command's own options). Exit codes:
+0 done (also when another trainer holds the lock: nothing to do), 1 failed (one line on
+stderr says why), 2 bad setting or usage.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ import numpy as np
 
 from ja4_core.bundle import read_manifest
 from ja4_core.errors import ConfigError, Ja4StreamError
-from ja4_core.features import DEFAULT_FEATURES, KEY_FIELDS
+from ja4_core.features import DEFAULT_FEATURES, KEY_FIELDS, csv_cell
 from ja4_core.logs import configure_logging, mask_url, redact
-from ja4_core.settings import Settings, add_setting_flags, load_settings
+from ja4_core.settings import TRAINER, Settings, add_setting_flags, load_settings
 
 log = logging.getLogger("trainer")
 
@@ -66,25 +67,15 @@ def _print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
 
 # --- loading -----------------------------------------------------------------------------
 
-def _csv_value(name: str, raw: str) -> Any:
-    if name in KEY_FIELDS or name in ("country_code", "browser_family", "bot_name"):
-        return raw
-    if raw.strip() == "":
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        return raw
-
-
 def read_rows(path: Path, fmt: str | None = None) -> Iterator[dict[str, Any]]:
     """Records from an NDJSON file (one object, or an array of objects, per line) or a CSV
-    file with a header (numbers parsed, empty cells = missing)."""
+    file with a header, each cell read by :func:`ja4_core.features.csv_cell` (the rule
+    ``stream-scorer produce --file`` uses too: numbers parsed, empty cells = missing)."""
     fmt = fmt or ("csv" if path.suffix.lower() == ".csv" else "ndjson")
     with open(path, newline="" if fmt == "csv" else None, encoding="utf-8") as fh:
         if fmt == "csv":
             for row in csv.DictReader(fh):
-                yield {k: _csv_value(k, v) for k, v in row.items() if k is not None}
+                yield {k: csv_cell(k, v) for k, v in row.items() if k is not None}
             return
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -203,15 +194,14 @@ def status(settings: Settings, kafka_timeout: float = 5.0) -> dict[str, Any]:
     """Versions in the store, the current one, the last decisions and the latest control
     message; sources that cannot be reached are reported, not fatal."""
     from ja4_core.bundle import ModelStore
-
     from ja4_core.clickhouse_io import connect
+    from trainer.announce import read_marker
     from trainer.publish import read_control_latest
-    from trainer.run import Trainer
 
     store = ModelStore(settings.model_store)
     model = settings.model_name
     current = store.current(model)
-    marker = Trainer(settings).read_marker()
+    marker = read_marker(store, model)
     versions = []
     for version in store.versions(model):
         entry: dict[str, Any] = {"version": version, "current": version == current,
@@ -278,13 +268,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 # --- parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    add_setting_flags(common)
     parser = argparse.ArgumentParser(prog=PROG, description="Retrain the ja4-stream models from ClickHouse "
                                      "and announce new versions on the control topic.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("init-db", parents=[common], help="create the ClickHouse schema (idempotent)").set_defaults(func=cmd_init_db)
-    load = sub.add_parser("load", parents=[common], help="fill the feature table from a file or the simulator")
+    commands: list[argparse.ArgumentParser] = []
+
+    def command(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help)
+        cmd.set_defaults(func=func)
+        commands.append(cmd)
+        return cmd
+
+    command("init-db", cmd_init_db, "create the ClickHouse schema (idempotent)")
+    load = command("load", cmd_load, "fill the feature table from a file or the simulator")
     load.add_argument("--file", help="NDJSON (one record or array per line) or CSV with a header")
     load.add_argument("--format", choices=("ndjson", "csv"), help="file format (default: from the extension)")
     load.add_argument("--simulate", action="store_true", help="generate labelled traffic with the simulator")
@@ -294,17 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--label-share", type=float, default=0.2,
                       help="share of records (bots and humans alike) given an analyst label (default 0.2)")
     load.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
-    load.set_defaults(func=cmd_load)
-    run = sub.add_parser("run-once", parents=[common], help="decide, train, announce, report, exit")
+    run = command("run-once", cmd_run_once, "decide, train, announce, report, exit")
     run.add_argument("--force", action="store_true", help="train even inside RETRAIN_INTERVAL_H without drift")
-    run.set_defaults(func=cmd_run_once)
-    sub.add_parser("loop", parents=[common], help="run on a schedule until SIGTERM/Ctrl-C").set_defaults(func=cmd_loop)
-    st = sub.add_parser("status", parents=[common], help="versions, current, last decisions, control topic")
+    command("loop", cmd_loop, "run on a schedule until SIGTERM/Ctrl-C")
+    st = command("status", cmd_status, "versions, current, last decisions, control topic")
     st.add_argument("--json", action="store_true", help="print JSON")
-    st.set_defaults(func=cmd_status)
-    act = sub.add_parser("activate", parents=[common], help="operator rollback: make VERSION current and announce it")
+    act = command("activate", cmd_activate, "operator rollback: make VERSION current and announce it")
     act.add_argument("version")
-    act.set_defaults(func=cmd_activate)
+    for cmd in commands:  # last, so that --help lists each command's own options first
+        add_setting_flags(cmd, process=TRAINER)
     return parser
 
 

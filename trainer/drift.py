@@ -84,7 +84,7 @@ class DriftReport:
                              for f in self.features}}
 
 
-def reference_cdf_band(quantiles: Sequence[float], points: np.ndarray,
+def reference_cdf_band(quantiles: Sequence[float] | np.ndarray, points: np.ndarray,
                        levels: np.ndarray = DIGEST_LEVELS) -> tuple[np.ndarray, np.ndarray]:
     """Bounds of the reference CDF at ``points`` implied by the digest's quantiles.
 

@@ -6,18 +6,26 @@ reference, the threat thresholds (quantiles of the combined score on humans) and
 if more than ``VAL_ANOMALY_GATE`` of the validation rows score above the EIF's anomaly
 threshold (the ``1 - EIF_CONTAMINATION`` quantile of the training split), the baseline was
 contaminated and the model is refused.
+
+The recipe in the order :func:`trainer.train.fit_and_evaluate` calls it, on data imputed
+once with the baseline's medians and cut once (:func:`train_cut`):
+
+1. :func:`fit_members` fits the members and scores every validation row once per member;
+2. :func:`decide_weights` decides the members' weights (the one place for it);
+3. :func:`assemble` builds the ensemble and derives the thresholds from those scores.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from ja4_core.detectors import AutoencoderDetector, EIFDetector, XGBDetector
-from ja4_core.ensemble import Ensemble, impute
+from ja4_core.ensemble import Ensemble, ScoreBatch, impute
+from trainer.combine import constructed_anomalies, decide_combination, level_rates
 
 #: Quantiles of the combined score on the human validation split that start each level:
 #: about 10 % of humans are LOW or above, 3 % MEDIUM, 1 % HIGH, 0.1 % CRITICAL.
@@ -32,8 +40,10 @@ class FitConfig:
     eif_ndim: int = 3
     eif_sample_size: int | str = "auto"
     ae_epochs: int = 30
-    ae_weight: float = 0.30
-    xgb_weight: float = 0.20
+    #: ``AE_WEIGHT``/``XGB_WEIGHT`` when set explicitly (used as is); None: decided from evidence
+    #: (:mod:`trainer.combine`).
+    ae_weight: float | None = None
+    xgb_weight: float | None = None
     train_share: float = 0.8
     contamination: float = 0.05
     nthreads: int = 2
@@ -97,10 +107,22 @@ def medians_of(X: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(med), med, 0.0)
 
 
+def train_cut(n_rows: int, train_share: float) -> int:
+    """Index of the first validation row: the one train/validation cut of a run.
+
+    The rows are in time order, so the first ``train_share`` train and the rest validate
+    (the newest data judge the model); both parts keep at least one row.
+
+    >>> train_cut(10, 0.8), train_cut(2, 0.99), train_cut(2, 0.0)
+    (8, 1, 1)
+    """
+    cut = int(round(n_rows * train_share))
+    return min(max(cut, 1), n_rows - 1)
+
+
 def split_time_ordered(X: np.ndarray, train_share: float) -> tuple[np.ndarray, np.ndarray]:
     """First ``train_share`` of the rows (already in time order) and the rest."""
-    cut = int(round(len(X) * train_share))
-    cut = min(max(cut, 1), len(X) - 1)
+    cut = train_cut(len(X), train_share)
     return X[:cut], X[cut:]
 
 
@@ -114,56 +136,161 @@ def level_thresholds(combined_val: np.ndarray) -> dict[str, float]:
     return cuts
 
 
-def fit_ensemble(X: np.ndarray, features: tuple[str, ...], config: FitConfig, *,
-                 xgb_data: tuple[np.ndarray, np.ndarray] | None = None,
-                 progress: Callable[[str, Any], None] | None = None,
-                 xgb_prefit: XGBDetector | None = None) -> FitResult:
-    """Fit EIF + autoencoder on the time-ordered human baseline ``X`` (+ XGBoost when labelled
-    data is given) and derive the manifest constants from the validation split.
+@dataclass(frozen=True)
+class Weights:
+    """The members' weights in the combined score (see :meth:`ja4_core.ensemble.Ensemble.combine`)."""
 
-    ``xgb_prefit`` puts an already fitted supervised model (e.g. the current bundle's, inside
-    ``XGB_RETRAIN_INTERVAL_H``) into the ensemble instead of training one; the thresholds are
-    then derived with it, as they must be since it enters the combined score."""
-    X = np.asarray(X, dtype=np.float64)
-    medians = medians_of(X)
-    X, _ = impute(X, medians)
-    X_train, X_val = split_time_ordered(X, config.train_share)
+    ae: float
+    xgb: float
+    #: Per-member quantile tables (one scale for all members); None: raw scores are blended.
+    tables: dict[str, dict[str, list[float]]] | None = None
+    #: The manifest's ``combination`` section: method, weights, tables and evidence.
+    combination: dict[str, Any] | None = None
+
+
+@dataclass
+class Members:
+    """The fitted members, and their raw scores on the validation split: each validation row
+    is scored once by each member, and the gate, the weights, the thresholds and the
+    report all use these scores."""
+
+    eif: EIFDetector
+    ae: AutoencoderDetector
+    xgb: XGBDetector | None
+    eif_threshold: float
+    val: dict[str, np.ndarray]
+    n_train: int
+    n_val: int
+    #: Raw member scores on anomalies constructed from the validation rows, by kind
+    #: (:func:`trainer.combine.constructed_anomalies`): evidence for the weights.
+    constructed: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def score_members(members: Members, X: np.ndarray) -> dict[str, np.ndarray]:
+    """Raw member scores (``eif``, ``ae``, ``xgb`` when present) of an imputed matrix."""
+    out = {"eif": members.eif.score(X), "ae": members.ae.score(X)}
+    if members.xgb is not None:
+        out["xgb"] = members.xgb.score(X)
+    return out
+
+
+def fit_members(X_train: np.ndarray, X_val: np.ndarray, config: FitConfig, *,
+                xgb_data: tuple[np.ndarray, np.ndarray] | None = None,
+                xgb_prefit: XGBDetector | None = None,
+                progress: Callable[[str, Any], None] | None = None) -> Members:
+    """Fit the EIF and the autoencoder on the (imputed, time-ordered) training split, and
+    XGBoost on ``xgb_data`` (imputed with the same medians) or take ``xgb_prefit``.
+
+    The EIF's anomaly threshold is the ``1 - contamination`` quantile of its training scores;
+    the autoencoder watches its validation loss on ``X_val``."""
     say = progress or (lambda step, info: None)
-
     say("eif", {"rows": len(X_train)})
     eif = EIFDetector(ntrees=config.eif_ntrees, ndim=config.eif_ndim, sample_size=config.eif_sample_size,
                       nthreads=config.nthreads, random_seed=config.seed).fit(X_train)
     eif.use_compiled(X_train[:2000])  # the same scores, ~4x faster on the large splits below
     eif_threshold = float(np.quantile(eif.score(X_train), 1.0 - config.contamination))
     eif_val = eif.score(X_val)
-    val_anomaly_rate = float(np.mean(eif_val > eif_threshold))
 
     say("ae", {"rows": len(X_train), "epochs": config.ae_epochs})
     with torch_threads(config.ae_threads):
         ae = AutoencoderDetector(epochs=config.ae_epochs, random_seed=config.seed).fit(
-            X_train, X_val, progress=lambda epoch, loss: say("ae_epoch", {"epoch": epoch, "loss": loss}))
+            X_train, X_val=X_val, progress=lambda epoch, loss: say("ae_epoch", {"epoch": epoch, "loss": loss}))
 
-    xgb = None
+    xgb = xgb_prefit
     if xgb_data is not None:
-        say("xgb", {"rows": len(xgb_data[1])})
         Xl, yl = xgb_data
-        Xl, _ = impute(np.asarray(Xl, dtype=np.float64), medians)
-        xgb = XGBDetector(nthreads=xgb_threads(len(yl), config.nthreads), random_seed=config.seed).fit(Xl, yl)
-    elif xgb_prefit is not None:
-        xgb = xgb_prefit
+        say("xgb", {"rows": len(yl)})
+        xgb = XGBDetector(nthreads=xgb_threads(len(yl), config.nthreads), random_seed=config.seed).fit(
+            np.asarray(Xl, dtype=np.float64), yl)
+    val = {"eif": eif_val, "ae": ae.score(X_val)}
+    if xgb is not None:
+        val["xgb"] = xgb.score(X_val)
+    members = Members(eif=eif, ae=ae, xgb=xgb, eif_threshold=eif_threshold, val=val,
+                      n_train=len(X_train), n_val=len(X_val))
+    members.constructed = {kind: score_members(members, rows) for kind, rows in
+                           constructed_anomalies(X_val, X_train, seed=config.seed).items()}
+    return members
 
-    ensemble = Ensemble(features=tuple(features), medians=medians, eif=eif, ae=ae, xgb=xgb,
-                        ae_weight=config.ae_weight, xgb_weight=config.xgb_weight)
-    batch = ensemble.score(X_val)
+
+def decide_weights(config: FitConfig, val_scores: Mapping[str, np.ndarray], *,
+                   labelled: tuple[Mapping[str, np.ndarray], np.ndarray] | None = None,
+                   constructed: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> Weights:
+    """The one place where the members' weights are decided, before the thresholds are
+    derived from the combined score (which depends on them).
+
+    The evidence at hand: ``val_scores``, the raw member scores on the human validation split,
+    and ``labelled``, the raw member scores on the labelled rows of the validation period
+    with their labels (1 = bot), when there are any, and ``constructed``, the raw member
+    scores on anomalies built from the validation rows (:attr:`Members.constructed`).
+    :func:`trainer.combine.decide_combination` puts the members on one scale and gives a
+    member weight only where that evidence shows it adds ranking power; ``AE_WEIGHT`` /
+    ``XGB_WEIGHT`` set explicitly are used as given.
+
+    >>> w = decide_weights(FitConfig(ae_weight=0.3, xgb_weight=0.2), {"eif": np.zeros(3), "ae": np.zeros(3)})
+    >>> (w.ae, w.xgb, w.combination["method"])
+    (0.3, 0.0, 'override')
+    """
+    c = decide_combination(val_scores, constructed_scores=constructed, labelled=labelled,
+                           ae_override=config.ae_weight, xgb_override=config.xgb_weight)
+    return Weights(ae=c.ae_weight, xgb=c.xgb_weight, tables=c.tables or None, combination=c.to_manifest())
+
+
+def combined(ensemble: Ensemble, scores: Mapping[str, np.ndarray]) -> ScoreBatch:
+    """What ``ensemble.score`` returns for rows whose raw member scores are already known,
+    without scoring them again."""
+    eif, ae, xgb = scores["eif"], scores.get("ae"), scores.get("xgb")
+    return ScoreBatch(anomaly=np.clip(ensemble.combine(eif, ae, xgb), 0.0, 1.0), eif=eif, ae=ae, xgb=xgb)
+
+
+def assemble(members: Members, features: tuple[str, ...], medians: np.ndarray, weights: Weights) -> FitResult:
+    """The ensemble from fitted members and their weights, with the threat thresholds and
+    the gate's figure derived from the validation scores the members already produced."""
+    ensemble = Ensemble(features=tuple(features), medians=medians, eif=members.eif, ae=members.ae, xgb=members.xgb,
+                        ae_weight=weights.ae, xgb_weight=weights.xgb, tables=weights.tables,
+                        combination=weights.combination)
+    batch = combined(ensemble, members.val)
     ensemble.thresholds = level_thresholds(batch.anomaly)
+    if ensemble.combination is not None:  # the operating point, recorded with the decision
+        ensemble.combination["levels"] = level_rates(batch.anomaly, ensemble.thresholds, LEVEL_QUANTILES)
     val_scores = {"eif": batch.eif, "anomaly": batch.anomaly}
     if batch.ae is not None:
         val_scores["ae"] = batch.ae
     if batch.xgb is not None:
         val_scores["xgb"] = batch.xgb
-    return FitResult(ensemble=ensemble, eif_threshold=eif_threshold, val_anomaly_rate=val_anomaly_rate,
-                     n_train=len(X_train), n_val=len(X_val), val_scores=val_scores,
-                     ae_loss_curve=ae.loss_curve_, ae_val_loss_curve=ae.val_loss_curve_)
+    return FitResult(ensemble=ensemble, eif_threshold=members.eif_threshold,
+                     val_anomaly_rate=float(np.mean(members.val["eif"] > members.eif_threshold)),
+                     n_train=members.n_train, n_val=members.n_val, val_scores=val_scores,
+                     ae_loss_curve=members.ae.loss_curve_, ae_val_loss_curve=members.ae.val_loss_curve_)
+
+
+def fit_ensemble(X: np.ndarray, features: tuple[str, ...], config: FitConfig, *,
+                 xgb_data: tuple[np.ndarray, np.ndarray] | None = None,
+                 progress: Callable[[str, Any], None] | None = None,
+                 xgb_prefit: XGBDetector | None = None,
+                 labelled_val: tuple[np.ndarray, np.ndarray] | None = None) -> FitResult:
+    """Fit EIF + autoencoder on the time-ordered human baseline ``X`` (+ XGBoost when labelled
+    data is given) and derive the manifest constants from the validation split.
+
+    For callers holding one raw matrix (``bench/``): it imputes, cuts, fits the members,
+    decides the weights and assembles, the same functions the trainer's run calls one by one
+    (:func:`trainer.train.fit_and_evaluate`). ``xgb_prefit`` puts an already fitted
+    supervised model (e.g. the current bundle's) into the ensemble instead of training one;
+    the thresholds are then derived with it, as they must be since it enters the combined score.
+    ``labelled_val`` (rows, labels 1 = bot) are labelled rows of the validation period that no
+    member trains on: the weights are fitted on them (:func:`decide_weights`)."""
+    X = np.asarray(X, dtype=np.float64)
+    medians = medians_of(X)
+    X, _ = impute(X, medians)
+    cut = train_cut(len(X), config.train_share)
+    if xgb_data is not None:
+        xgb_data = (impute(np.asarray(xgb_data[0], dtype=np.float64), medians)[0], xgb_data[1])
+    members = fit_members(X[:cut], X[cut:], config, xgb_data=xgb_data, xgb_prefit=xgb_prefit, progress=progress)
+    labelled = None
+    if labelled_val is not None:
+        Xl = impute(np.asarray(labelled_val[0], dtype=np.float64), medians)[0]
+        labelled = (score_members(members, Xl), np.asarray(labelled_val[1]))
+    return assemble(members, features, medians,
+                    decide_weights(config, members.val, labelled=labelled, constructed=members.constructed))
 
 
 def quantile_digest(X: np.ndarray, features: tuple[str, ...]) -> dict[str, dict[str, Any]]:

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from ja4_core.detectors import XGBDetector
-
 from trainer.fit import xgb_threads
 
 log = logging.getLogger(__name__)

@@ -35,6 +35,17 @@ def write_run_metrics(result: Any, path: Path) -> None:
     drift = Gauge("ja4_trainer_drift_share", "Share of drifted features in the last run", registry=reg)
     if result.drift is not None and getattr(result.drift, "share", None) is not None:
         drift.set(float(result.drift.share))
+    combination = (result.metrics or {}).get("combination") or {}
+    weight = Gauge("ja4_trainer_member_weight", "Weight the last run gave each member in the combined score",
+                   ["member"], registry=reg)
+    for member, w in (combination.get("weights") or {}).items():
+        weight.labels(member=member).set(float(w))
+    rate = Gauge("ja4_trainer_level_false_alert_rate",
+                 "Share of human validation rows at or above each threat level (design: 1 - its quantile)",
+                 ["level", "kind"], registry=reg)
+    for level, r in (combination.get("levels") or {}).items():
+        rate.labels(level=level, kind="validation").set(float(r["validation"]))
+        rate.labels(level=level, kind="design").set(float(r["design"]))
     Gauge("ja4_trainer_publish_ok", "1 when the last run's announcement was confirmed (or none was due)",
           registry=reg).set(0.0 if result.publish_error else 1.0)
     path.parent.mkdir(parents=True, exist_ok=True)

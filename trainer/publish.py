@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import socket
 import time
-import uuid
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-from ja4_core.control import ControlMessage, ControlRecord, build_activate, latest_valid
+from ja4_core import control_log
+from ja4_core.control import build_activate
+from ja4_core.control_log import ControlEntry
 from ja4_core.errors import Ja4StreamError
 from ja4_core.kafka_security import confluent_config
 from ja4_core.settings import Settings
@@ -114,74 +115,11 @@ def publish_activate(settings: Settings, *, model: str, version: str, uri: str, 
     return Published(settings.topic_control, msg.partition(), msg.offset(), value)
 
 
-@dataclass(frozen=True)
-class ControlEntry:
-    """The latest valid message of one model (what a starting replica would serve), or,
-    when there is none, the last refused message of that key and why it was refused."""
-
-    key: str
-    partition: int
-    offset: int
-    message: ControlMessage | None
-    error: str | None = None
-    value: bytes | None = None
-    #: Messages of the whole topic refused, by reason (``malformed``, ``signature``, ``future``...).
-    refused: dict[str, int] = field(default_factory=dict)
-
-
 def read_control_latest(settings: Settings, timeout: float = 10.0) -> dict[str, ControlEntry]:
-    """The latest valid control message per model under the replicas' own rule
-    (:func:`ja4_core.control.latest_valid`), read from the beginning to the end of every
-    partition (a throw-away consumer: no group membership, no commits); a key whose
-    messages were all refused gets an entry with the last refusal."""
-    records = list(_read_control_records(settings, timeout))
-    ledger = latest_valid(records, settings.signing_keys, max_future_skew_s=settings.control_max_future_skew_s)
-    refused = dict(ledger.refused)
-    latest: dict[str, ControlEntry] = {}
-    for key, (rec, exc) in ledger.last_refused.items():
-        latest[key] = ControlEntry(key, rec.partition, rec.offset, None, f"{exc.reason}: {exc}", rec.value, refused)
-    for model, chosen in ledger.latest.items():
-        rec = chosen.record
-        latest[model] = ControlEntry(model, rec.partition, rec.offset, chosen.message, None, rec.value, refused)
-    return latest
-
-
-def _read_control_records(settings: Settings, timeout: float) -> Iterator[ControlRecord]:
-    """Every record of the control topic, in offset order per partition."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-
-    topic = settings.topic_control
-    consumer = Consumer({**_client_config(settings), "group.id": f"stream-trainer-status-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "enable.partition.eof": True,
-                         "auto.offset.reset": "earliest"})
+    """The latest valid control message per model, read by the product's one reader of the
+    control topic (:func:`ja4_core.control_log.read_control_latest`); Kafka that cannot be
+    read raises :class:`PublishError`, the trainer's error for its Kafka side."""
     try:
-        try:
-            metadata = consumer.list_topics(timeout=timeout)  # all topics: see ensure_control_topic
-        except KafkaException as exc:
-            raise PublishError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
-        meta = metadata.topics.get(topic)
-        if meta is None or meta.error is not None or not meta.partitions:
-            return
-        partitions = sorted(meta.partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        # End of a partition = librdkafka's partition-EOF event, not a watermark read up front:
-        # it is reached after every record of the last fetched batch, whatever the broker's
-        # bookkeeping of offsets inside batches.
-        pending = set(partitions)
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                    continue
-                raise PublishError(f"reading {topic!r}: {msg.error()}")
-            offset = msg.offset()
-            yield ControlRecord(msg.value(), msg.key(), msg.partition() or 0, -1 if offset is None else offset)
-        if pending:
-            log.warning("control topic %s: partitions %s not read to the end within %.0fs", topic, sorted(pending), timeout)
-    finally:
-        consumer.close()
+        return control_log.read_control_latest(settings, timeout)
+    except control_log.ControlReadError as exc:
+        raise PublishError(str(exc)) from None

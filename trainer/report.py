@@ -8,6 +8,10 @@ last 20 % in time, humans as far as the labels know); positives are *held-out la
 labels exist. As the validation split also holds bots nobody labelled, a second table
 compares held-out *labelled* humans with the same bots. Without labelled bots there are no
 ROC/PR curves, only the score distribution of the validation humans.
+
+:func:`report_run` is the report step of a run: the history row in ``model_training_history``
+and, for a run that fitted a model, these files (``trainer.prom`` follows when the run ends,
+see :func:`trainer.metrics.write_run_metrics`).
 """
 
 from __future__ import annotations
@@ -17,13 +21,18 @@ import html
 import io
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 from matplotlib.figure import Figure  # the object API: no pyplot global state, Agg by default
 
+from ja4_core.clickhouse_io import Decision
 from trainer.drift import DriftReport
+
+if TYPE_CHECKING:
+    from ja4_core.clickhouse_io import ClickHouseIO
 
 #: Score columns shown, in this order, when present.
 COMPONENTS: tuple[str, ...] = ("eif", "ae", "xgb", "anomaly", "ensemble")
@@ -58,7 +67,7 @@ def plot_distributions(neg: Mapping[str, np.ndarray], pos: Mapping[str, np.ndarr
     fig = Figure(figsize=(4.2 * len(names), 3.2))
     for i, name in enumerate(names):
         ax = fig.add_subplot(1, len(names), i + 1)
-        bins = np.linspace(0.0, 1.0, 41)
+        bins = np.linspace(0.0, 1.0, 41).tolist()
         ax.hist(neg[name], bins=bins, alpha=0.6, density=True, label=f"validation humans ({len(neg[name])})")
         if pos and name in pos and len(pos[name]):
             ax.hist(pos[name], bins=bins, alpha=0.6, density=True, label=f"held-out bots ({len(pos[name])})")
@@ -206,3 +215,28 @@ def write_report(directory: Path, *, metrics: Mapping[str, Any], neg: Mapping[st
     path = directory / "report.html"
     path.write_text(page)
     return path
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What the report step records: the history row and, when a model was fitted, the
+    report files (``directory`` and the figures)."""
+
+    decision: Decision
+    directory: Path | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    neg: Mapping[str, np.ndarray] = field(default_factory=dict)
+    pos: Mapping[str, np.ndarray] | None = None
+    drift: DriftReport | None = None
+    ae_loss: list[float] = field(default_factory=list)
+    ae_val_loss: list[float] = field(default_factory=list)
+
+
+def report_run(ch: "ClickHouseIO", report: RunReport) -> Path | None:
+    """Record the decision in ``model_training_history``, then write the report files (when
+    there are any); return the HTML path."""
+    ch.record_decision(report.decision)
+    if report.directory is None:
+        return None
+    return write_report(report.directory, metrics=report.metrics, neg=report.neg, pos=report.pos, drift=report.drift,
+                        ae_loss=report.ae_loss, ae_val_loss=report.ae_val_loss)

@@ -1,32 +1,35 @@
 """One trainer run, and the loop that repeats it.
 
-A run, under the model store's lock (a second trainer waits a moment, then gives up with a
-message and changes nothing):
+A run goes one way, under the model store's lock (a second trainer waits a moment, then
+gives up with a message and changes nothing). Each step is a function with a named input and
+output; only the read, write, announce and report steps touch ClickHouse, the store or Kafka:
 
-1. announce the current version if an earlier run could not (Kafka was down): the
-   ``PUBLISHED`` marker next to ``CURRENT`` says what was last confirmed, where;
-2. read the human baseline from ClickHouse and prepare it (:mod:`trainer.prepare`);
-3. compare it with the current bundle's digest (:mod:`trainer.drift`);
-4. decide: train (first model, ``--force``, drift, schedule, changed features) or reuse;
-5. fit (:func:`trainer.fit.fit_ensemble`), with XGBoost when there are enough labels (noise
-   filtered by :mod:`trainer.labels`) or the current bundle's XGBoost while it is younger
-   than ``XGB_RETRAIN_INTERVAL_H``;
-6. gate: a validation anomaly rate above ``VAL_ANOMALY_GATE`` refuses the model (the
-   baseline was contaminated); the previous version stays current;
-7. write the bundle (temp dir + rename), point ``CURRENT`` at it, purge old versions;
-8. record the decision in ``model_training_history``; announce (only now, after the bundle
-   and the pointer are on disk); write the report.
+0. **catch up** (:func:`trainer.announce.announce_pending`): announce ``CURRENT`` if an
+   earlier run could not (Kafka was down); the ``PUBLISHED`` marker says what was confirmed;
+1. **read** (:func:`trainer.inputs.read_inputs` -> :class:`~trainer.inputs.TrainingInputs`):
+   the baseline and the labels from ClickHouse, the current bundle from the store;
+2. **plan** (:func:`trainer.plan.plan_run` -> :class:`~trainer.plan.TrainingPlan`, no I/O):
+   skip, reuse or train, and why (first model, ``--force``, drift, schedule, changed
+   features); for training, the one train/validation cut and the supervised plan;
+3. **fit and evaluate** (:func:`trainer.train.fit_and_evaluate` ->
+   :class:`~trainer.train.FitOutcome`, no I/O): one imputation, the members, the weights
+   (:func:`trainer.fit.decide_weights`), the thresholds, the evaluation from the validation
+   scores the fit produced, the gate (``VAL_ANOMALY_GATE``: a contaminated baseline is refused
+   and the previous version stays current);
+4. **write** (:func:`trainer.write.write_version` -> :class:`~trainer.write.Written`): the
+   bundle (temp dir + rename), ``CURRENT``, the purge;
+5. **announce** (:func:`trainer.announce.announce`): only now, after the bundle and the
+   pointer are on disk, with the manifest hash the write returned;
+6. **report** (:func:`trainer.report.report_run`): the decision in ``model_training_history``
+   and the report files; ``trainer.prom`` when the run ends (also for a locked run).
 
 Every decision, including reuse and refusal, is recorded with the drift figures.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,34 +37,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
-from ja4_core.bundle import (TMP_PREFIX, LoadedBundle, ModelStore, load_bundle, new_version, read_manifest,
-                                  smoke_check, write_bundle)
-from ja4_core.ensemble import impute
+from ja4_core import clickhouse_io
+from ja4_core.bundle import ModelStore, load_bundle, new_version, read_manifest, smoke_check
+from ja4_core.clickhouse_io import Decision, connect
 from ja4_core.errors import BundleError, Ja4StreamError, StoreLockedError
 from ja4_core.settings import Settings
-
-from ja4_core import clickhouse_io
-from ja4_core.clickhouse_io import ClickHouseIO, Decision, connect
-from trainer.drift import DriftReport, check_drift
-from trainer.fit import FitConfig, FitResult, fit_ensemble, medians_of, quantile_digest
-from trainer.labels import LabelReport, clean_labels, eligibility, split_holdout
+from trainer.announce import PUBLISHED, announce_pending, marker_path, read_marker
+from trainer.announce import announce as announce_version
+from trainer.drift import DriftReport
+from trainer.fit import FitConfig
+from trainer.inputs import TrainingInputs, read_inputs
 from trainer.metrics import write_run_metrics
-from trainer.prepare import Prepared, prepare_baseline, select
-from trainer.publish import PUBLISH_TIMEOUT_S, PublishError, issued_by, publish_activate
-from trainer.report import evaluate, write_report
+from trainer.plan import MIN_BASELINE_ROWS, TrainingPlan, plan_run
+from trainer.publish import PUBLISH_TIMEOUT_S, PublishError, issued_by
+from trainer.report import RunReport, report_run
+from trainer.train import SMOKE_ROWS, FitOutcome, fit_and_evaluate, manifest_extra, run_metrics
+from trainer.write import REPORTS, report_dir, write_version
+
+__all__ = ["BACKOFF_BASE_S", "BACKOFF_MAX_S", "LOCK_WAIT_S", "MIN_BASELINE_ROWS", "PUBLISHED", "REPORTS",
+           "SMOKE_ROWS", "RunInterrupted", "RunResult", "Trainer", "fit_config", "loop", "transient_errors"]
 
 log = logging.getLogger(__name__)
 
 #: How long a run waits for another trainer's lock before giving up.
 LOCK_WAIT_S = 5.0
-#: Fewer baseline rows than this and nothing is trained (the split would be meaningless).
-MIN_BASELINE_ROWS = 200
-#: Baseline rows stored in the manifest for the scorer's load-time smoke test.
-SMOKE_ROWS = 8
-PUBLISHED = "PUBLISHED"
-REPORTS = "reports"
 #: Loop retry backoff after a ClickHouse/Kafka failure: 5 s, 10 s, 20 s ... up to 5 minutes.
 BACKOFF_BASE_S = 5.0
 BACKOFF_MAX_S = 300.0
@@ -72,7 +71,6 @@ E_LOCKED = ("another trainer holds the model store lock for {model!r} ({path}); 
 
 class RunInterrupted(Ja4StreamError):
     """A stop (SIGTERM / Ctrl-C) was requested during a run; nothing new was made current."""
-
 
 @dataclass
 class RunResult:
@@ -130,20 +128,8 @@ class RunResult:
         return rows
 
 
-@dataclass
-class SupervisedPlan:
-    """The supervised part of a training run."""
-
-    mode: str  # trained | reused | none
-    fit_kwargs: dict[str, Any]  # xgb_data or xgb_prefit for fit_ensemble
-    manifest: dict[str, Any] | None  # the manifest's "supervised" section (when trained)
-    report: LabelReport
-    #: Labelled rows (imputed matrix, labels) for the evaluation: those of the validation
-    #: period, unless the supervised model had to train on them.
-    held_out: tuple[np.ndarray, np.ndarray] | None
-
-
 def fit_config(settings: Settings, nthreads: int | None = None) -> FitConfig:
+    """The fit's hyperparameters from the settings."""
     sample = settings.eif_sample_size
     return FitConfig(eif_ntrees=settings.eif_ntrees, eif_ndim=settings.eif_ndim,
                      eif_sample_size=int(sample) if sample != "auto" else "auto",
@@ -151,16 +137,19 @@ def fit_config(settings: Settings, nthreads: int | None = None) -> FitConfig:
                      contamination=settings.eif_contamination, nthreads=nthreads or min(os.cpu_count() or 1, 8))
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(float(epoch), tz=timezone.utc).isoformat()
+@dataclass(frozen=True)
+class Pending:
+    """What step 0 announced for an earlier run, or why it could not."""
 
+    version: str | None = None
+    error: str | None = None
 
-def _parse_time(value: Any) -> datetime | None:
-    try:
-        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    def merge_into(self, result: RunResult) -> None:
+        """A run that announces nothing itself reports the catch-up's outcome."""
+        if result.published is None and self.version:
+            result.published = self.version
+        if result.publish_error is None and self.error and not result.published:
+            result.publish_error = self.error
 
 
 class Trainer:
@@ -182,6 +171,7 @@ class Trainer:
             raise RunInterrupted("stop requested; the run ended before making anything current")
 
     def _progress(self) -> Callable[[str, Any], None]:
+        """The fit's progress callback: logs, and ends the run when a stop was requested."""
         epochs = self.settings.ae_epochs
         every = max(1, epochs // 10)
         started = time.monotonic()
@@ -198,76 +188,21 @@ class Trainer:
 
     @property
     def marker_path(self) -> Path:
-        return self.store.model_dir(self.model) / PUBLISHED
+        return marker_path(self.store, self.model)
 
     def read_marker(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.marker_path.read_text())
-        except (FileNotFoundError, ValueError):
-            return {}
-
-    def _write_marker(self, version: str, sha: str) -> None:
-        """Record a confirmed announcement (atomically: temp file + rename)."""
-        base = self.store.model_dir(self.model)
-        tmp = base / f"{TMP_PREFIX}{PUBLISHED}-{secrets.token_hex(4)}"
-        tmp.write_text(json.dumps({"version": version, "manifest_sha256": sha, "topic": self.settings.topic_control,
-                                   "bootstrap": self.settings.kafka_bootstrap_servers,
-                                   "published_at": datetime.now(timezone.utc).isoformat()}))
-        os.replace(tmp, self.marker_path)
+        return read_marker(self.store, self.model)
 
     def announce(self, version: str, *, rollback: bool = False) -> str:
-        """Publish ``activate`` for a version on disk and record it in the marker."""
-        path = self.store.bundle_dir(self.model, version)
-        _, sha = read_manifest(path)
-        publish_activate(self.settings, model=self.model, version=version, uri=self.store.uri(self.model, version),
-                         manifest_sha256=sha, rollback=rollback, timeout=self.publish_timeout_s)
-        self._write_marker(version, sha)
-        return version
+        """Publish ``activate`` for a version on disk (its manifest hash read from disk: for
+        versions this process did not just write) and record it in the marker."""
+        _, sha = read_manifest(self.store.bundle_dir(self.model, version))
+        return announce_version(self.settings, self.store, self.model, version, sha, rollback=rollback,
+                                timeout=self.publish_timeout_s)
 
     def publish_pending(self) -> tuple[str | None, str | None]:
-        """Announce ``CURRENT`` unless the marker says it was confirmed on this topic and
-        broker. Returns (version announced, error)."""
-        current = self.store.current(self.model)
-        if current is None or current not in self.store.versions(self.model):
-            return None, None
-        try:
-            _, sha = read_manifest(self.store.bundle_dir(self.model, current))
-        except BundleError as exc:
-            return None, f"current bundle unreadable: {exc}"
-        marker = self.read_marker()
-        if (marker.get("version") == current and marker.get("manifest_sha256") == sha
-                and marker.get("topic") == self.settings.topic_control
-                and marker.get("bootstrap") == self.settings.kafka_bootstrap_servers):
-            return None, None
-        # An older current than the newest bundle can only be an operator's rollback.
-        rollback = current != self.store.versions(self.model)[-1]
-        try:
-            log.info("announcing %s/%s, not yet confirmed on %s", self.model, current, self.settings.topic_control)
-            return self.announce(current, rollback=rollback), None
-        except PublishError as exc:
-            log.warning("could not announce %s/%s: %s", self.model, current, exc)
-            return None, str(exc)
-
-    def _load_current(self) -> tuple[LoadedBundle | None, str]:
-        current = self.store.current(self.model)
-        if current is None:
-            return None, "first model"
-        try:
-            bundle = load_bundle(self.store.bundle_dir(self.model, current))
-            smoke_check(bundle)
-            return bundle, ""
-        except BundleError as exc:
-            log.warning("current bundle %s is unusable, training a replacement: %s", current, exc)
-            return None, f"current bundle unusable ({exc})"
-
-    def _purge_reports(self) -> None:
-        versions = self.store.versions(self.model)
-        root = self.store.model_dir(self.model) / REPORTS
-        if not versions or not root.is_dir():
-            return
-        for entry in root.iterdir():
-            if entry.is_dir() and entry.name < versions[0]:
-                shutil.rmtree(entry, ignore_errors=True)
+        """Step 0: announce ``CURRENT`` unless confirmed already. Returns (version announced, error)."""
+        return announce_pending(self.settings, self.store, self.model, timeout=self.publish_timeout_s)
 
     # -- one run ----------------------------------------------------------------------
     def run_once(self, *, force: bool = False, now: datetime | None = None) -> RunResult:
@@ -297,244 +232,76 @@ class Trainer:
         s = self.settings
         timings: dict[str, float] = {}
         t = time.monotonic()
-        pending_version, pending_error = self.publish_pending()
-        if pending_version or pending_error:
+        pending = Pending(*self.publish_pending())  # 0. catch up
+        if pending.version or pending.error:
             timings["announce pending"] = time.monotonic() - t
-        previous = self.store.current(self.model)
-        t = time.monotonic()
         with connect(s.clickhouse_url) as ch:
-            log.info("reading the baseline: last %g days of %s.%s", s.baseline_days, ch.database,
-                     clickhouse_io.FEATURES_TABLE)
-            features = ch.usable_features(s.features)
-            base = ch.baseline(features, days=s.baseline_days, row_filter=s.baseline_filter,
-                               max_rows=s.baseline_max_rows, now=now)
-            timings["baseline query"] = time.monotonic() - t
-            log.info("baseline: %d rows x %d features (%.1f s)", len(base), len(features), timings["baseline query"])
-            current, why_none = self._load_current()
+            inputs = read_inputs(ch, self.store, s, now=now)  # 1. read
+            timings.update(inputs.seconds)
+            plan = plan_run(inputs, s, force=force)  # 2. plan
+            if plan.action == "train":
+                result, report = self._train(inputs, plan, pending, timings)  # 3.-5.
+            else:
+                result, report = _not_trained(inputs, plan)
+                pending.merge_into(result)
+            result.timings = timings
+            result.report_dir = report.directory
+            report_run(ch, report)  # 6. report
+        return result
 
-            def finish(decision: Decision, result: RunResult) -> RunResult:
-                ch.record_decision(decision)
-                if result.published is None and pending_version:
-                    result.published = pending_version
-                if result.publish_error is None and pending_error and not result.published:
-                    result.publish_error = pending_error
-                result.timings = timings
-                return result
-
-            if len(base) < MIN_BASELINE_ROWS:
-                reason = f"{len(base)} baseline rows < {MIN_BASELINE_ROWS}: nothing trained"
-                log.warning(reason)
-                return finish(Decision(self.model, "skipped", reason, current_version=previous or "",
-                                       previous_version=previous or "", n_baseline=len(base)),
-                              RunResult("skipped", reason, self.model, current=previous, previous=previous))
-            prepared = prepare_baseline(base.X, features, base.times, variance_threshold=s.prune_variance_threshold)
-
-            drift: DriftReport | None = None
-            if current is not None and current.manifest.get("digest"):
-                common = [f for f in current.ensemble.features if f in features]
-                drift = check_drift(select(base.X, features, common), common, current.manifest["digest"],
-                                    threshold=s.drift_threshold, n_ref=current.manifest.get("digest_rows"))
-                log.info("drift against %s: %d/%d features drifted (share %.2f, threshold %.2f)%s",
-                         current.version, len(drift.drifted), len(drift.features), drift.share, s.drift_threshold,
-                         ": " + ", ".join(drift.drifted) if drift.drifted else "")
-
-            reason = self._decide(force, current, why_none, drift, prepared, now)
-            drift_fields = dict(drift_share=drift.share if drift else None, drift_forced=bool(drift and drift.forced),
-                                drifted_features=drift.drifted if drift else [],
-                                drift=drift.to_dict() if drift else {})
-            if reason is None:
-                age = self._age_h(current, now)
-                why = (f"trained {age:.1f} h ago (< RETRAIN_INTERVAL_H={s.retrain_interval_h:g}) and "
-                       f"drift share {drift.share if drift else 0:.2f} < {s.drift_threshold:.2f}")
-                log.info("reusing %s: %s", previous, why)
-                return finish(Decision(self.model, "reused", why, version=previous or "", previous_version=previous or "",
-                                       current_version=previous or "", n_baseline=len(prepared), **drift_fields),
-                              RunResult("reused", why, self.model, version=previous, current=previous,
-                                        previous=previous, drift=drift, metrics={"n_baseline": len(prepared)}))
-            self._check_stop()
-            return self._train(ch, prepared, base.start, base.end, current, previous, reason, drift,
-                               drift_fields, now, timings, finish)
-
-    def _age_h(self, current: LoadedBundle | None, now: datetime) -> float:
-        if current is None:
-            return float("inf")
-        trained = _parse_time(current.manifest.get("trained_at") or current.manifest.get("created_at"))
-        return (now - trained).total_seconds() / 3600.0 if trained else float("inf")
-
-    def _decide(self, force: bool, current: LoadedBundle | None, why_none: str, drift: DriftReport | None,
-                prepared: Prepared, now: datetime) -> str | None:
-        """The reason to train, or None to reuse the current version."""
-        if force:
-            return "forced"
-        if current is None:
-            return why_none
-        if drift is not None and drift.forced:
-            return "drift"
-        age = self._age_h(current, now)
-        if age >= self.settings.retrain_interval_h:
-            return f"scheduled: trained {age:.1f} h ago (RETRAIN_INTERVAL_H={self.settings.retrain_interval_h:g})"
-        if tuple(current.ensemble.features) != prepared.features:
-            return "the usable features changed"
-        if current.manifest.get("digest") is None:
-            return "current bundle has no drift digest"
-        return None
-
-    # -- training ---------------------------------------------------------------------
-    def _supervised(self, ch: ClickHouseIO, prepared: Prepared, cut_time: int, current: LoadedBundle | None,
-                    now: datetime) -> "SupervisedPlan":
-        """Choose the supervised part: train (cleaned labels), reuse the current one, or none."""
-        s = self.settings
-        labels = ch.labelled(prepared.features, max_rows=s.baseline_max_rows, now=now)
-        report = LabelReport(n_labels=len(labels), n_pos=labels.n_pos, n_neg=len(labels) - labels.n_pos,
-                             n_analyst=int(np.sum(labels.source == "analyst")),
-                             n_score=int(np.sum(labels.source == "score")))
-        medians = medians_of(prepared.X)
-        X_lab = impute(labels.X, medians)[0] if len(labels) else labels.X
-        ok, why = eligibility(labels.y, s.xgb_min_labels)
-        report.eligible, report.reason = ok, why
-        reusable = None
-        if current is not None and current.ensemble.xgb is not None and tuple(current.ensemble.features) == prepared.features:
-            trained = _parse_time((current.manifest.get("supervised") or {}).get("trained_at"))
-            if trained and (now - trained).total_seconds() / 3600.0 < s.xgb_retrain_interval_h:
-                reusable = current
-        later = labels.times >= cut_time
-        held_out = (X_lab[later], labels.y[later]) if len(labels) else None
-        if reusable is not None:
-            log.info("reusing the XGBoost of %s (younger than XGB_RETRAIN_INTERVAL_H=%g h)",
-                     reusable.version, s.xgb_retrain_interval_h)
-            report.reason = f"reused from {reusable.version}"
-            return SupervisedPlan("reused", {"xgb_prefit": reusable.ensemble.xgb},
-                                  dict(reusable.manifest.get("supervised") or {}), report, held_out)
-        if not ok:
-            log.info("no supervised model: %s", why)
-            return SupervisedPlan("none", {}, None, report, held_out)
-        holdout = split_holdout(labels.times, labels.y, cut_time, s.xgb_min_labels)
-        # The shipped model learns from every label, the newest included: a campaign that
-        # analysts just labelled is exactly what it must catch. (The held-out period is still
-        # reported, but for XGBoost it is then in-sample; the report says so.)
-        train = np.ones(len(labels), dtype=bool)
-        report.n_train, report.n_holdout = int(train.sum()), int(holdout.sum()) if holdout is not None else 0
-        log.info("  cleanlab: out-of-fold XGBoost on %d labels (%d positive)", report.n_train,
-                 int(labels.y[train].sum()))
-        Xc, yc, flagged = clean_labels(X_lab[train], labels.y[train], nthreads=fit_config(s, self.nthreads).nthreads)
-        report.n_flagged, report.n_removed = len(flagged), int(train.sum()) - len(yc)
-        report.flagged = np.flatnonzero(train)[flagged]
-        held = (X_lab[holdout], labels.y[holdout]) if holdout is not None else None
-        return SupervisedPlan("trained", {"xgb_data": (Xc, yc)},
-                              {"trained_at": now.isoformat(), "labels": report.to_dict(),
-                               "note": "trained on all labels; held-out figures are in-sample for XGBoost"},
-                              report, held)
-
-    def _train(self, ch: ClickHouseIO, prepared: Prepared, start: int, end: int, current: LoadedBundle | None,
-               previous: str | None, reason: str, drift: DriftReport | None, drift_fields: dict[str, Any],
-               now: datetime, timings: dict[str, float], finish: Callable[[Decision, RunResult], RunResult]) -> RunResult:
-        s = self.settings
+    def _train(self, inputs: TrainingInputs, plan: TrainingPlan, pending: Pending,
+               timings: dict[str, float]) -> tuple[RunResult, RunReport]:
+        """Steps 3 (fit and evaluate), 4 (write) and 5 (announce) of a training run."""
+        s, model, previous, prepared = self.settings, self.model, inputs.previous, plan.prepared
+        assert prepared is not None
+        self._check_stop()
         version = new_version()
-        log.info("training %s/%s (%s) on %d rows x %d features", self.model, version, reason, len(prepared),
+        log.info("training %s/%s (%s) on %d rows x %d features", model, version, plan.reason, len(prepared),
                  len(prepared.features))
-        config = fit_config(s, self.nthreads)
-        cut = min(max(int(round(len(prepared) * config.train_share)), 1), len(prepared) - 1)
-        cut_time = int(prepared.times[cut])
-        t = time.monotonic()
-        plan = self._supervised(ch, prepared, cut_time, current, now)
-        mode, supervised, label_report, held = plan.mode, plan.manifest, plan.report, plan.held_out
-        timings["labels"] = time.monotonic() - t
-        t = time.monotonic()
-        fit: FitResult = fit_ensemble(prepared.X, prepared.features, config, progress=self._progress(),
-                                      **plan.fit_kwargs)
-        timings["fit"] = time.monotonic() - t
-        ens = fit.ensemble
+        outcome = fit_and_evaluate(inputs, plan, fit_config(s, self.nthreads), val_anomaly_gate=s.val_anomaly_gate,
+                                   progress=self._progress())
+        timings.update(outcome.seconds)
+        fit = outcome.fit
+        metrics = run_metrics(inputs, plan, outcome, version=version, val_anomaly_gate=s.val_anomaly_gate)
+        fields = dict(version=version, previous_version=previous or "", n_baseline=len(prepared),
+                      n_train=fit.n_train, n_val=fit.n_val, n_labels=outcome.labels.n_labels,
+                      xgb_trained=outcome.xgb_mode == "trained", val_anomaly_rate=fit.val_anomaly_rate,
+                      **plan.drift_fields)
+        directory = report_dir(self.store, model, version)
 
-        # Evaluation (see trainer.report): the validation split vs held-out labelled bots, and
-        # held-out labelled humans vs the same bots (the validation split holds unlabelled bots).
-        X_val = impute(prepared.X[cut:], ens.medians)[0]
-        neg = self._components(ens, X_val)
-        pos = neg_labelled = None
-        if held is not None and np.any(held[1] == 1):
-            pos = self._components(ens, held[0][held[1] == 1])
-            if np.any(held[1] == 0):
-                neg_labelled = self._components(ens, held[0][held[1] == 0])
-        evaluation = evaluate(neg, pos)
-        evaluation_labelled = evaluate(neg_labelled, pos) if neg_labelled is not None else {}
-        metrics: dict[str, Any] = {
-            "model": self.model, "version": version, "reason": reason, "previous_version": previous,
-            "n_baseline": len(prepared), "n_train": fit.n_train, "n_val": fit.n_val,
-            "features_used": list(prepared.features), "pruned_features": list(prepared.pruned),
-            "val_anomaly_rate": fit.val_anomaly_rate, "val_anomaly_gate": s.val_anomaly_gate,
-            "eif_threshold": fit.eif_threshold, "thresholds": dict(ens.thresholds), "xgb": mode,
-            "labels": label_report.to_dict(), "evaluation": evaluation, "evaluation_labelled": evaluation_labelled,
-            "evaluation_note": "no labelled bots in the validation period" if pos is None else "",
-            "training_window": {"start": _iso(start), "end": _iso(end), "first_row": _iso(prepared.times[0]),
-                                "last_row": _iso(prepared.times[-1]), "validation_from": _iso(cut_time)},
-            "drift": drift.to_dict() if drift else None,
-            "ae_loss": fit.ae_loss_curve, "ae_val_loss": fit.ae_val_loss_curve,
-        }
-        decision_fields = dict(version=version, previous_version=previous or "", n_baseline=len(prepared),
-                               n_train=fit.n_train, n_val=fit.n_val, n_labels=label_report.n_labels,
-                               xgb_trained=mode == "trained", val_anomaly_rate=fit.val_anomaly_rate, **drift_fields)
-        report_dir = self.store.model_dir(self.model) / REPORTS / version
-
-        if fit.val_anomaly_rate > s.val_anomaly_gate:
-            why = (f"validation anomaly rate {fit.val_anomaly_rate:.3f} > VAL_ANOMALY_GATE={s.val_anomaly_gate:g}: "
-                   f"baseline looks contaminated; {previous or 'no version'} stays current")
-            log.warning("refused %s: %s", version, why)
+        if outcome.rejected is not None:
+            log.warning("refused %s: %s", version, outcome.rejected)
             metrics.update(decision="rejected", duration_s=sum(timings.values()))
-            result = finish(Decision(self.model, "rejected", f"{reason}; {why}", current_version=previous or "",
-                                     metrics=_slim(metrics), **decision_fields),
-                            RunResult("rejected", why, self.model, version=version, current=previous, previous=previous,
-                                      drift=drift, metrics=metrics))
-            result.report_dir = report_dir
-            write_report(report_dir, metrics=metrics, neg=neg, pos=pos, drift=drift,
-                         ae_loss=fit.ae_loss_curve, ae_val_loss=fit.ae_val_loss_curve)
-            return result
+            decision = Decision(model, "rejected", f"{plan.reason}; {outcome.rejected}", current_version=previous or "",
+                                metrics=_slim(metrics), **fields)
+            result = RunResult("rejected", outcome.rejected, model, version=version, current=previous,
+                               previous=previous, drift=plan.drift, metrics=metrics)
+            pending.merge_into(result)
+            return result, _run_report(decision, directory, metrics, outcome, plan.drift)
 
         self._check_stop()
         t = time.monotonic()
-        smoke = prepared.X[cut:cut + SMOKE_ROWS]
-        extra = {"digest": quantile_digest(prepared.X, prepared.features), "digest_rows": len(prepared),
-                 "trained_at": now.isoformat(), "reason": reason, "previous_version": previous,
-                 "validation": {"val_anomaly_rate": fit.val_anomaly_rate, "n_train": fit.n_train,
-                                "n_val": fit.n_val, "evaluation": evaluation},
-                 "eif_threshold": fit.eif_threshold, "eif_contamination": s.eif_contamination,
-                 "training_window": metrics["training_window"], "pruned_features": list(prepared.pruned),
-                 "supervised": supervised}
-        info = write_bundle(self.store, ens, model=self.model, version=version, extra=extra, smoke_rows=smoke)
-        self.store.set_current(self.model, version)
-        purged = self.store.purge(self.model, s.model_history_count)
-        self._purge_reports()
+        written = write_version(self.store, outcome.ensemble, model=model, version=version,  # 4. write
+                                extra=manifest_extra(inputs, plan, outcome, metrics, contamination=s.eif_contamination),
+                                smoke_rows=outcome.smoke_rows, keep=s.model_history_count)
         timings["write"] = time.monotonic() - t
-        log.info("wrote %s (%d bytes), CURRENT -> %s%s", info.path, info.size_bytes, version,
-                 f"; purged {', '.join(purged)}" if purged else "")
-        decision = "drift" if reason == "drift" else "trained"
-        metrics.update(decision=decision)
-        result = finish(Decision(self.model, decision, reason, current_version=version, metrics=_slim(metrics),
-                                 **decision_fields),
-                        RunResult(decision, reason, self.model, version=version, current=version, previous=previous,
-                                  drift=drift, metrics=metrics, purged=purged))
+        kind = "drift" if plan.reason == "drift" else "trained"
+        metrics.update(decision=kind)
+        decision = Decision(model, kind, plan.reason, current_version=version, metrics=_slim(metrics), **fields)
+        result = RunResult(kind, plan.reason, model, version=version, current=version, previous=previous,
+                           drift=plan.drift, metrics=metrics, purged=list(written.purged))
+        pending.merge_into(result)
         t = time.monotonic()
-        try:
-            result.published = self.announce(version)
+        try:  # 5. announce, with the hash the write returned
+            result.published = announce_version(s, self.store, model, version, written.manifest_sha256,
+                                                timeout=self.publish_timeout_s)
             result.publish_error = None
         except PublishError as exc:
-            log.warning("%s/%s is current on disk but was not announced: %s", self.model, version, exc)
+            log.warning("%s/%s is current on disk but was not announced: %s", model, version, exc)
             result.publish_error = str(exc)
         timings["announce"] = time.monotonic() - t
         metrics.update(duration_s=sum(timings.values()), published=result.published is not None)
-        result.report_dir = report_dir
-        write_report(report_dir, metrics=metrics, neg=neg, pos=pos, drift=drift,
-                     ae_loss=fit.ae_loss_curve, ae_val_loss=fit.ae_val_loss_curve)
-        return result
-
-    @staticmethod
-    def _components(ens: Any, X: np.ndarray) -> dict[str, np.ndarray]:
-        batch = ens.score(X)
-        out = {"eif": batch.eif, "ensemble": batch.anomaly}
-        if batch.ae is not None:
-            out["ae"] = batch.ae
-            out["anomaly"] = ens.combine(batch.eif, batch.ae, None)
-        if batch.xgb is not None:
-            out["xgb"] = batch.xgb
-        return out
+        return result, _run_report(decision, directory, metrics, outcome, plan.drift)
 
     # -- rollback ---------------------------------------------------------------------
     def activate(self, version: str) -> RunResult:
@@ -563,6 +330,28 @@ class Trainer:
             log.warning("rollback not recorded in %s: %s", clickhouse_io.HISTORY_TABLE, exc)
         result.duration_s = time.monotonic() - started
         return result
+
+
+
+
+def _not_trained(inputs: TrainingInputs, plan: TrainingPlan) -> tuple[RunResult, RunReport]:
+    """The result and history row of a run that skipped or reused."""
+    model, previous = inputs.model, inputs.previous
+    if plan.action == "skip":
+        return (RunResult("skipped", plan.reason, model, current=previous, previous=previous),
+                RunReport(Decision(model, "skipped", plan.reason, current_version=previous or "",
+                                   previous_version=previous or "", n_baseline=len(inputs.baseline))))
+    n = len(plan.prepared) if plan.prepared is not None else 0
+    return (RunResult("reused", plan.reason, model, version=previous, current=previous, previous=previous,
+                      drift=plan.drift, metrics={"n_baseline": n}),
+            RunReport(Decision(model, "reused", plan.reason, version=previous or "", previous_version=previous or "",
+                               current_version=previous or "", n_baseline=n, **plan.drift_fields)))
+
+
+def _run_report(decision: Decision, directory: Path, metrics: dict[str, Any], outcome: FitOutcome,
+                drift: DriftReport | None) -> RunReport:
+    return RunReport(decision, directory, metrics=metrics, neg=outcome.neg, pos=outcome.pos, drift=drift,
+                     ae_loss=outcome.fit.ae_loss_curve, ae_val_loss=outcome.fit.ae_val_loss_curve)
 
 
 def _slim(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -11,14 +11,15 @@ keeps the ranking of the raw error. Weights are a plain state dict loaded with
 
 from __future__ import annotations
 
+import io
 import logging
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from ja4_core.detectors.base import Detector
 from ja4_core.errors import BundleError, NotFittedError
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,11 @@ def build_network(n_features: int, hidden: tuple[int, ...] = DEFAULT_HIDDEN) -> 
     return nn.Sequential(*layers)
 
 
-class AutoencoderDetector:
+class AutoencoderDetector(Detector):
     """Dense autoencoder trained on the human baseline; high error = unlike the baseline."""
+
+    NAME = "ae"
+    FILENAME = FILENAME
 
     def __init__(self, *, hidden: tuple[int, ...] = DEFAULT_HIDDEN, epochs: int = 30,
                  batch_size: int = 256, learning_rate: float = 1e-3, ref_quantile: float = 0.99,
@@ -66,6 +70,10 @@ class AutoencoderDetector:
         #: Why the compiled evaluator is not in use (None when it is).
         self.evaluator_note: str | None = "not requested"
 
+    @classmethod
+    def unit_test_params(cls) -> dict[str, Any]:
+        return {"epochs": 5}
+
     def params(self) -> dict[str, Any]:
         return {"hidden": list(self.hidden), "epochs": self.epochs, "batch_size": self.batch_size,
                 "learning_rate": self.learning_rate, "ref_quantile": self.ref_quantile}
@@ -85,9 +93,12 @@ class AutoencoderDetector:
             return ((recon - x) ** 2).mean(dim=1).double().numpy()
 
     # -- fit / score --------------------------------------------------------------------
-    def fit(self, X: np.ndarray, X_val: np.ndarray | None = None,
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None, *, X_val: np.ndarray | None = None,
             progress: Callable[[int, float], None] | None = None) -> "AutoencoderDetector":
-        """Train on ``X``; the error reference comes from ``X_val`` (or ``X`` if absent)."""
+        """Train on ``X``; the error reference comes from ``X_val`` (or ``X`` if absent).
+        Unsupervised: ``y`` must be None (validation rows go by keyword, ``X_val=``)."""
+        if y is not None:
+            raise TypeError("AutoencoderDetector.fit takes no labels; pass validation rows as X_val=")
         X = np.asarray(X, dtype=np.float64)
         torch.manual_seed(self.random_seed)
         rng = np.random.default_rng(self.random_seed)
@@ -178,15 +189,24 @@ class AutoencoderDetector:
         return {"params": self.params(), "min": self.min_.tolist(), "range": self.range_.tolist(),
                 "error_ref": self.error_ref_}
 
-    def save(self, directory: Path) -> str:
+    def manifest_section(self) -> dict[str, Any]:
+        return self.state()
+
+    def to_bytes(self) -> bytes:
+        """The network's plain state dict (``torch.save``; loads with ``weights_only=True``)."""
         if self.net_ is None:
             raise NotFittedError("AutoencoderDetector.save called before fit")
-        torch.save(self.net_.state_dict(), directory / FILENAME)
-        return FILENAME
+        buf = io.BytesIO()
+        torch.save(self.net_.state_dict(), buf)
+        return buf.getvalue()
 
     @classmethod
-    def load(cls, path: Path, state: dict[str, Any], n_features: int) -> "AutoencoderDetector":
-        params = state.get("params", {})
+    def load(cls, data: bytes, section: Mapping[str, Any], n_features: int,
+             nthreads: int = 1) -> "AutoencoderDetector":
+        """From the bytes of ``ae.pt`` and the manifest's scaling constants (``nthreads`` is
+        unused: torch's threads are the process's)."""
+        state = section
+        params = state.get("params") or {}
         det = cls(hidden=tuple(params.get("hidden", DEFAULT_HIDDEN)),
                   ref_quantile=float(params.get("ref_quantile", 0.99)))
         try:
@@ -199,10 +219,10 @@ class AutoencoderDetector:
             raise BundleError("manifest: autoencoder scaling does not match the feature count")
         net = build_network(n_features, det.hidden)
         try:
-            weights = torch.load(path, weights_only=True, map_location="cpu")
+            weights = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
             net.load_state_dict(weights)
         except Exception as exc:  # torch raises several unrelated types here
-            raise BundleError(f"{path.name}: not a usable autoencoder state dict ({exc})") from exc
+            raise BundleError(f"{FILENAME}: not a usable autoencoder state dict ({exc})") from exc
         net.eval()
         det.net_ = net
         return det

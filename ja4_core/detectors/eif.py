@@ -6,19 +6,22 @@ The forest is stored in isotree's own binary format (``export_model``), never pi
 
 Scoring uses, by default, :class:`.eif_compiled.CompiledEIF`: the same forest, read from the same
 file, walked by a compiled loop about 4x faster than isotree's ``predict``. It is used only after it
-gave isotree's scores (to 1e-9) on the bundle's smoke rows; a forest it cannot read or a mismatch
-falls back to isotree, which always stays loaded.
+gave isotree's scores (to 1e-9) on the probe rows of :func:`ja4_core.bundle.evaluator_probe` (the
+bundle's smoke rows, its medians, and spreads around the medians from tiny to huge); a forest it
+cannot read or a mismatch falls back to isotree, which always stays loaded.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from isotree import IsolationForest
 
+from ja4_core.detectors.base import Detector
 from ja4_core.errors import BundleError, NotFittedError
 
 FILENAME = "eif.isotree"
@@ -29,12 +32,15 @@ EVALUATOR_TOLERANCE = 1e-9
 log = logging.getLogger(__name__)
 
 
-class EIFDetector:
+class EIFDetector(Detector):
     """Isolation forest with random hyperplane splits (``ndim`` columns per split).
 
     Defaults are the original bot-detector's: ``ndim=3, ntrees=300, sample_size='auto'``
     (``min(rows, 10000)`` rows per tree), ``missing_action='impute'``.
     """
+
+    NAME = "eif"
+    FILENAME = FILENAME
 
     def __init__(self, *, ntrees: int = 300, ndim: int = 3, sample_size: int | str = "auto",
                  missing_action: str = "impute", nthreads: int = 1, random_seed: int = 1) -> None:
@@ -56,7 +62,12 @@ class EIFDetector:
         return {"ntrees": self.ntrees, "ndim": self.ndim, "sample_size": self.sample_size,
                 "missing_action": self.missing_action, "random_seed": self.random_seed}
 
-    def fit(self, X: np.ndarray) -> "EIFDetector":
+    @classmethod
+    def unit_test_params(cls) -> dict[str, Any]:
+        return {"ntrees": 60}
+
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "EIFDetector":
+        """Fit the forest on ``X`` (unsupervised: ``y`` is ignored)."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         ndim = min(self.ndim, X.shape[1])  # isotree refuses ndim > columns
         self.model_ = IsolationForest(
@@ -116,22 +127,36 @@ class EIFDetector:
         if self.compiled_ is not None:
             self.compiled_.nthreads = nthreads
 
-    def save(self, directory: Path) -> str:
+    def manifest_section(self) -> dict[str, Any]:
+        return {"params": self.params()}
+
+    def to_bytes(self) -> bytes:
+        """isotree's own serialisation (``export_model``). isotree writes only to a path, so
+        through a private temporary directory of this process."""
         if self.model_ is None:
             raise NotFittedError("EIFDetector.save called before fit")
-        self.model_.export_model(str(directory / FILENAME))
-        return FILENAME
+        with tempfile.TemporaryDirectory(prefix="ja4-eif-") as private:
+            path = Path(private) / FILENAME
+            self.model_.export_model(str(path))
+            return path.read_bytes()
 
     @classmethod
-    def load(cls, path: Path, params: dict[str, Any], n_features: int,
+    def load(cls, data: bytes, section: Mapping[str, Any], n_features: int,
              nthreads: int = 1) -> "EIFDetector":
+        """From the bytes of ``eif.isotree``. isotree reads only from a path, so they are written
+        to a private directory of this process (mode 0700, removed before returning): a writer
+        of the model store cannot reach that copy."""
+        params = section.get("params") or {}
         det = cls(**{k: v for k, v in params.items() if k in
                      ("ntrees", "ndim", "sample_size", "missing_action", "random_seed")},
                   nthreads=nthreads)
-        try:
-            det.model_ = IsolationForest.import_model(str(path))
-        except Exception as exc:  # isotree raises plain RuntimeError/ValueError
-            raise BundleError(f"{path.name}: not a readable isotree model ({exc})") from exc
+        with tempfile.TemporaryDirectory(prefix="ja4-eif-") as private:
+            path = Path(private) / FILENAME
+            path.write_bytes(data)
+            try:
+                det.model_ = IsolationForest.import_model(str(path))
+            except Exception as exc:  # isotree raises plain RuntimeError/ValueError
+                raise BundleError(f"{FILENAME}: not a readable isotree model ({exc})") from exc
         det.model_.nthreads = nthreads
         det.n_features_in_ = n_features
         return det

@@ -3,7 +3,7 @@
 isotree's own ``predict`` walks its node objects (each a set of C++ vectors) one row at a time,
 which costs about 0.2-0.4 ms per row for the original 300 trees of ~13 levels: more than the rest
 of the scorer. This module evaluates the *same* forest, read from isotree's own serialisation by
-:mod:`.eif_fast`, with a numba-compiled loop over packed node tables:
+:mod:`.isotree_file`, with a numba-compiled loop over packed node tables:
 
 - the walk goes tree by tree over a block of rows, so one tree's nodes stay in cache;
 - the arithmetic is isotree's (``traverse_hplane``): ``h = sum_k (x[col_k] - mean_k) * coef_k``
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ja4_core.detectors._numba import jit
-from ja4_core.detectors.eif_fast import FastEIF
+from ja4_core.detectors.isotree_file import FastEIF
 
 _BLOCK_ROWS = 128  #: rows walked together through one tree (keeps that tree's nodes hot in cache)
 

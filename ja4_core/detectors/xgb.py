@@ -6,19 +6,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import xgboost as xgb
 
+from ja4_core.detectors.base import Detector
 from ja4_core.errors import BundleError, NotFittedError
 
 FILENAME = "xgb.ubj"
 
 
-class XGBDetector:
+class XGBDetector(Detector):
     """Gradient-boosted trees on the same features, trained on analyst/score labels."""
+
+    NAME = "xgb"
+    FILENAME = FILENAME
+    SUPERVISED = True
 
     def __init__(self, *, n_estimators: int = 200, max_depth: int = 6, learning_rate: float = 0.1,
                  scale_pos_weight: float | None = None, nthreads: int = 1, random_seed: int = 1) -> None:
@@ -41,7 +45,14 @@ class XGBDetector:
             n_jobs=self.nthreads, random_state=self.random_seed, tree_method="hist",
             eval_metric="logloss")
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "XGBDetector":
+    @classmethod
+    def unit_test_params(cls) -> dict[str, Any]:
+        return {"n_estimators": 40, "max_depth": 3}
+
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "XGBDetector":
+        """Fit on ``X`` and the labels ``y`` (1 = bot), which this member needs."""
+        if y is None:
+            raise ValueError("XGBDetector.fit needs labels y (a supervised member)")
         y = np.asarray(y, dtype=np.int32)
         if self.scale_pos_weight is None:
             pos = max(int(y.sum()), 1)
@@ -74,22 +85,27 @@ class XGBDetector:
         if self.booster_ is not None:
             self.booster_.set_param({"nthread": nthreads})
 
-    def save(self, directory: Path) -> str:
+    def manifest_section(self) -> dict[str, Any]:
+        return {"params": self.params()}
+
+    def to_bytes(self) -> bytes:
+        """XGBoost UBJSON (``save_raw("ubj")``, what ``save_model`` writes to a ``.ubj`` file)."""
         if self.booster_ is None:
             raise NotFittedError("XGBDetector.save called before fit")
-        self.booster_.save_model(str(directory / FILENAME))
-        return FILENAME
+        return bytes(self.booster_.save_raw(raw_format="ubj"))
 
     @classmethod
-    def load(cls, path: Path, params: dict[str, Any], nthreads: int = 1) -> "XGBDetector":
+    def load(cls, data: bytes, section: Mapping[str, Any], n_features: int,
+             nthreads: int = 1) -> "XGBDetector":
+        params = section.get("params") or {}
         det = cls(**{k: v for k, v in params.items() if k in
                      ("n_estimators", "max_depth", "learning_rate", "scale_pos_weight")},
                   nthreads=nthreads)
         booster = xgb.Booster()
         try:
-            booster.load_model(str(path))
+            booster.load_model(bytearray(data))
         except xgb.core.XGBoostError as exc:
-            raise BundleError(f"{path.name}: not a readable XGBoost model ({exc})") from exc
+            raise BundleError(f"{FILENAME}: not a readable XGBoost model ({exc})") from exc
         booster.set_param({"nthread": nthreads})
         det.booster_ = booster
         return det

@@ -220,13 +220,22 @@ class Rig:
             self.check(key)
 
 
+#: ``max.message.bytes`` of the fuzz topics: the 10 MB messages below must reach the worker.
+#: Apache Kafka caps a record batch at ~1 MB by default (``message.max.bytes`` 1048588, a
+#: producer gets MSG_SIZE_TOO_LARGE); an operator who accepts bigger input raises the cap on
+#: the topic, as here (Tansu has no cap and ignores it). The worker's own outputs stay under
+#: its producer's 1 MB request size (``agents.fit_outputs``), so they fit a default topic.
+TOPIC_MAX_MESSAGE_BYTES = str(16 * MB)
+
+
 def _create_topics(bootstrap: str, env: dict[str, str]) -> None:
     """The output topics as a deployment would have them (the readers assign their partitions)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     names = [env["TOPIC_FEATURES"], env["TOPIC_SCORES"], env["TOPIC_DLQ"]]
-    for fut in admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names]).values():
+    config = {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES}
+    for fut in admin.create_topics([NewTopic(n, PARTITIONS, 1, config=config) for n in names]).values():
         fut.result(10)
 
 

@@ -17,7 +17,7 @@ def _trained(seed: int, cols: int, hidden=(64, 32, 16, 32, 64)) -> tuple[Autoenc
     """A trained detector, and rows: its own kind, far outliers, and exact minima/maxima."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(1500, cols)) * rng.uniform(0.1, 50, size=cols) + rng.uniform(-100, 100, size=cols)
-    det = AutoencoderDetector(hidden=hidden, epochs=3, random_seed=seed).fit(X[:1000], X[1000:])
+    det = AutoencoderDetector(hidden=hidden, epochs=3, random_seed=seed).fit(X[:1000], X_val=X[1000:])
     rows = np.vstack([X, rng.normal(size=(300, cols)) * 1e4, X.min(axis=0), X.max(axis=0)])
     return det, rows
 

@@ -1,4 +1,5 @@
-"""One conformance suite run against every detector adapter (STYLE.md section 12, river's checks).
+"""One conformance suite run against every registered detector (``ja4_core.detectors.REGISTRY``;
+STYLE.md section 12, river's checks).
 
 Each adapter must: refuse to score or save before fit (NotFittedError); give one finite float
 in [0, 1] per row; rank outliers (for the supervised member: positives) above inliers; be
@@ -9,15 +10,15 @@ the feature columns are permuted consistently at fit and score time.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ja4_core.detectors import AutoencoderDetector, EIFDetector, XGBDetector
+from ja4_core.detectors import REGISTRY, REQUIRED, Detector
 from ja4_core.errors import NotFittedError
 
 N_FEATURES = 6
@@ -46,33 +47,32 @@ DATA = make_data()
 
 @dataclass(frozen=True)
 class Adapter:
+    """A registered detector class and how this suite drives it."""
+
     name: str
-    make: Callable[[int], object]
-    fit: Callable[[object, np.ndarray, np.ndarray, np.ndarray], object]
-    load: Callable[[Path, object], object]
+    cls: type[Detector]
     atol: float            #: round-trip tolerance
     uses_seed: bool        #: different seeds give different models
 
+    def make(self, seed: int) -> Detector:
+        return self.cls(**self.cls.unit_test_params(), random_seed=seed)
 
-def _fit_unsupervised(det, train, X_lab, y_lab):
-    return det.fit(train)
+    def fit(self, det: Detector, train: np.ndarray, X_lab: np.ndarray, y_lab: np.ndarray) -> Detector:
+        return det.fit(X_lab, y_lab) if self.cls.SUPERVISED else det.fit(train)
+
+    def load(self, path: Path, det: Detector) -> Detector:
+        """The one ``load`` signature: the file's bytes, the manifest section, the feature count."""
+        return self.cls.load((path / self.cls.FILENAME).read_bytes(), det.manifest_section(), N_FEATURES)
 
 
-def _fit_supervised(det, train, X_lab, y_lab):
-    return det.fit(X_lab, y_lab)
+#: Per-detector tolerances where the default (1e-9) is too tight: torch computes in float32.
+ROUND_TRIP_ATOL = {"ae": 1e-6}
+#: Detectors whose fit has no randomness (XGBoost without subsampling is deterministic).
+SEEDLESS = {"xgb"}
 
-
-ADAPTERS = [
-    Adapter("eif", lambda seed: EIFDetector(ntrees=60, random_seed=seed), _fit_unsupervised,
-            lambda path, det: EIFDetector.load(path / "eif.isotree", det.params(), det.n_features_in_),
-            atol=1e-9, uses_seed=True),
-    Adapter("autoencoder", lambda seed: AutoencoderDetector(epochs=5, random_seed=seed), _fit_unsupervised,
-            lambda path, det: AutoencoderDetector.load(path / "ae.pt", det.state(), len(det.min_)),
-            atol=1e-6, uses_seed=True),
-    Adapter("xgb", lambda seed: XGBDetector(n_estimators=40, max_depth=3, random_seed=seed), _fit_supervised,
-            lambda path, det: XGBDetector.load(path / "xgb.ubj", det.params()),
-            atol=1e-9, uses_seed=False),  # no subsampling: XGBoost is deterministic without randomness
-]
+#: Every registered detector: a member added to the registry is checked without editing this file.
+ADAPTERS = [Adapter(name, cls, atol=ROUND_TRIP_ATOL.get(name, 1e-9), uses_seed=name not in SEEDLESS)
+            for name, cls in REGISTRY.items()]
 
 
 @pytest.fixture(params=ADAPTERS, ids=[a.name for a in ADAPTERS])
@@ -199,3 +199,35 @@ def test_integer_and_float32_input_is_accepted(adapter):
                                rtol=0, atol=1e-9)
     scores = det.score(np.rint(X_test).astype(np.int64))
     assert scores.shape == (len(X_test),) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_the_registry_names_every_member_once():
+    """One name per member: its registry key, manifest section, file and ``Ensemble`` field."""
+    from ja4_core.ensemble import Ensemble
+
+    assert set(REGISTRY) >= {"eif", "ae", "xgb"} and REQUIRED <= set(REGISTRY)
+    assert all(cls.NAME == name for name, cls in REGISTRY.items())
+    assert len({cls.FILENAME for cls in REGISTRY.values()}) == len(REGISTRY)
+    assert set(REGISTRY) <= set(Ensemble.__dataclass_fields__)
+
+
+def test_bytes_round_trip_and_save_write_the_same_file(adapter, tmp_path):
+    det = fitted(adapter)
+    data = det.to_bytes()
+    assert isinstance(data, bytes) and data
+    name = det.save(tmp_path)
+    assert name == adapter.cls.FILENAME
+    loaded = adapter.cls.load(data, det.manifest_section(), N_FEATURES)
+    np.testing.assert_allclose(loaded.score(DATA[1]), det.score(DATA[1]), rtol=0, atol=adapter.atol)
+
+
+def test_unreadable_bytes_are_a_bundle_error(adapter):
+    from ja4_core.errors import BundleError
+
+    with pytest.raises(BundleError):
+        adapter.cls.load(b"not a model", fitted(adapter).manifest_section(), N_FEATURES)
+
+
+def test_each_detector_follows_the_one_contract(adapter):
+    assert issubclass(adapter.cls, Detector)
+    assert inspect.signature(adapter.cls.load).parameters.keys() == inspect.signature(Detector.load).parameters.keys()

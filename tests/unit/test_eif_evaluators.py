@@ -8,7 +8,7 @@ from isotree import IsolationForest
 
 from ja4_core.detectors.eif import EIFDetector
 from ja4_core.detectors.eif_compiled import CompiledEIF
-from ja4_core.detectors.eif_fast import FastEIF
+from ja4_core.detectors.isotree_file import FastEIF
 
 
 def _forest(ntrees, sample_size, ndim, cols, n_test):

@@ -241,7 +241,11 @@ def test_score_record_fields_follow_the_contract(bundle):
         assert {k: s[k] for k in passthrough} == passthrough
         for k in ("anomaly_score", "eif_score", "ae_score", "xgb_prob"):
             assert isinstance(s[k], float) and 0.0 <= s[k] <= 1.0, (k, s[k])
-        expected = (1 - b) * ((1 - a) * s["eif_score"] + a * s["ae_score"]) + b * s["xgb_prob"]
+        # the contract's formula, on each member's position among human validation rows
+        # (the bundle's quantile tables, issue 16)
+        e, ae, x = (float(bundle.ensemble.normalised(m, np.array([s[f]]))[0])
+                    for m, f in (("eif", "eif_score"), ("ae", "ae_score"), ("xgb", "xgb_prob")))
+        expected = (1 - b) * ((1 - a) * e + a * ae) + b * x
         assert s["anomaly_score"] == pytest.approx(expected, abs=1e-12)
         assert s["threat_level"] in LEVELS
         assert s["model_name"] == "default" == bundle.model

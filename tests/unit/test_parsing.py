@@ -186,7 +186,7 @@ def test_unusable_message_is_rejected_whole_with_its_original_bytes(value, reaso
 def test_message_without_value_is_rejected():
     out = parse(None, dumps(rec()))
     assert out.message_index == [1]
-    assert out.rejects == [Reject(0, b"", "empty message (no value)")]
+    assert out.rejects == [Reject(0, b"", "empty message (no value)", category="empty")]
 
 
 def test_invalid_json_reason_is_short():
@@ -326,7 +326,8 @@ def test_envelope_beyond_the_bound_is_rejected_once_whole_with_its_original_byte
     value = dumps([rec(src_ip=f"10.0.0.{i}") for i in range(51)])
     out = parse_batch([value, dumps(rec())], FEATURES, max_envelope_records=50)
     assert out.message_index == [1], "the next message is still scored"
-    assert out.rejects == [Reject(0, value, "envelope of 51 records exceeds SCORER_MAX_ENVELOPE_RECORDS (50)")]
+    assert out.rejects == [Reject(0, value, "envelope of 51 records exceeds SCORER_MAX_ENVELOPE_RECORDS (50)",
+                                  category="envelope_too_large")]
 
 
 def test_a_1mb_envelope_of_empty_objects_gives_one_dlq_entry_by_default():
@@ -473,14 +474,15 @@ _cells = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max
 
 @given(st.lists(st.lists(_cells, min_size=3, max_size=3), min_size=1, max_size=20))
 def test_batch_conversion_equals_cell_by_cell(rows) -> None:
-    from stream_scorer.parsing import _as_number, _to_matrix
+    from ja4_core.features import feature_matrix as _to_matrix
+    from ja4_core.features import feature_value as _as_number
 
     expected = np.array([[_as_number(v) for v in row] for row in rows], dtype=np.float64)
     np.testing.assert_array_equal(_to_matrix(rows, 3), expected)
 
 
 def test_batch_conversion_of_plain_numbers_takes_numpys_path() -> None:
-    from stream_scorer.parsing import _to_matrix
+    from ja4_core.features import feature_matrix as _to_matrix
 
     X = _to_matrix([[1, None, True], [2.5, float("inf"), False], [2**64 - 1, -0.0, float("nan")]], 3)
     np.testing.assert_array_equal(X, [[1.0, np.nan, 1.0], [2.5, np.nan, 0.0], [float(2**64 - 1), -0.0, np.nan]])

@@ -27,8 +27,8 @@ CONTRACT = {
     "MODEL_HISTORY_COUNT": ("model_history_count", 5),
     "MODEL_NAME": ("model_name", "default"),
     "FEATURES": ("features", None),  # None = the built-in list
-    "AE_WEIGHT": ("ae_weight", 0.30),
-    "XGB_WEIGHT": ("xgb_weight", 0.20),
+    "AE_WEIGHT": ("ae_weight", None),  # None = decided by the trainer from evidence (issue 16)
+    "XGB_WEIGHT": ("xgb_weight", None),
 }
 
 #: A valid non-default value per contract variable, as raw text and as parsed.
@@ -267,13 +267,13 @@ def test_fetch_wait_defaults_to_half_the_batch_wait_and_can_be_set(tmp_path, mon
     it), Kafka's 500 ms when an operator says so (no idle fetch load on Apache Kafka)."""
     from stream_scorer import faust_app_args as faust_tuning
 
-    monkeypatch.chdir(tmp_path)  # app_settings creates Faust's data directory
+    monkeypatch.chdir(tmp_path)  # prepare_process creates Faust's data directory
     monkeypatch.setitem(faust_tuning._patched, "ms", faust_tuning._patched.get("ms", 1))  # restored after
     default = load_settings({"SCORER_BATCH_WAIT_MS": "20"})
-    faust_tuning.app_settings(default, "t", web_port=1, batch_max=10, batch_wait_ms=default.scorer_batch_wait_ms)
+    faust_tuning.prepare_process(default, "t", batch_wait_ms=default.scorer_batch_wait_ms)
     assert faust_tuning._patched["ms"] == 10
     chosen = load_settings({"SCORER_BATCH_WAIT_MS": "20", "KAFKA_FETCH_MAX_WAIT_MS": "500"})
-    faust_tuning.app_settings(chosen, "t", web_port=1, batch_max=10, batch_wait_ms=chosen.scorer_batch_wait_ms)
+    faust_tuning.prepare_process(chosen, "t", batch_wait_ms=chosen.scorer_batch_wait_ms)
     assert faust_tuning._patched["ms"] == 500
     with pytest.raises(ConfigError, match="KAFKA_FETCH_MAX_WAIT_MS"):
         load_settings({"KAFKA_FETCH_MAX_WAIT_MS": "-1"})

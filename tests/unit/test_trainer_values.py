@@ -7,7 +7,7 @@ import pytest
 
 import ja4_core.clickhouse_io as chio
 from ja4_core.errors import ConfigError, SchemaError
-from trainer import drift, fit, labels, prepare, publish
+from trainer import drift, fit, labels, plan, prepare, publish
 
 
 @pytest.mark.parametrize("dsn, kind, database, path", [
@@ -56,7 +56,7 @@ def test_identifiers_are_validated(name: str) -> None:
         chio.ident(name)
 
 
-@pytest.mark.parametrize("module", [chio, drift, fit, labels, prepare, publish])
+@pytest.mark.parametrize("module", [chio, drift, fit, labels, plan, prepare, publish])
 def test_doctests(module: object) -> None:
     assert doctest.testmod(module).failed == 0
 
