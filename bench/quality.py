@@ -16,7 +16,9 @@ features) and for the simulator (:mod:`ja4_dev.simulator`, without and with anal
   ``anomaly_score``, ``eif_score``, ``ae_score``, ``xgb_prob`` when present, and the
   original's fixed weights ``0.7*eif_score + 0.3*ae_score``;
 * ``met`` per target: ``anomaly_score`` >= every member - 0.005 and >= the original's fixed
-  weights - 0.005; with labels, ``anomaly_score`` >= the best member.
+  weights - 0.005; with labels, ``anomaly_score`` >= the best member;
+* the operating point: the share of held-out humans at or above each threat level next to its
+  design rate (10/3/1/0.1 %), and whether each is within a factor of 2 (informational).
 
 With labels, the supervised member trains on the labelled rows of the training period and the
 combination is fitted on those of the validation period (never on rows a member trained on).
@@ -159,6 +161,10 @@ def run_case(name: str, baseline: np.ndarray, features: tuple[str, ...], X_test:
     result["human_rate_per_level"] = {
         k: {"design": levels.get(k, {}).get("design"), "validation": levels.get(k, {}).get("validation"),
             "held_out": float(np.mean(humans >= v))} for k, v in bundle.ensemble.thresholds.items()}
+    # informational (not a ROC target): every level's held-out human rate within a factor of 2 of its design
+    result["levels_within_2x"] = all(r["design"] and r["design"] / 2 <= r["held_out"] <= r["design"] * 2
+                                     for r in result["human_rate_per_level"].values())
+    result["levels_set_on"] = combination.get("levels_set_on")
     result.update(name=name, n_features=len(features), n_baseline=len(baseline),
                   weights={"ae": fit.ensemble.ae_weight, "xgb": fit.ensemble.xgb_weight},
                   method=combination.get("method"), evidence=combination.get("evidence"),
@@ -203,13 +209,18 @@ def simulator_cases(b: Budget) -> list[dict[str, Any]]:
 
 def table(results: list[dict[str, Any]]) -> str:
     cols = ("anomaly_score", "eif_score", "ae_score", "xgb_prob", "original_fixed")
-    head = f"{'data set':<22}{'feat':>5}" + "".join(f"{c:>15}" for c in cols) + f"{'ae w':>6}{'xgb w':>6}  met"
+    head = (f"{'data set':<22}{'feat':>5}" + "".join(f"{c:>15}" for c in cols) + f"{'ae w':>6}{'xgb w':>6}"
+            f"  {'humans at LOW/MED/HIGH/CRIT % (design 10/3/1/0.1)':<52}met")
     lines = [head, "-" * len(head)]
     for r in results:
         auc = r["roc_auc"]
         cells = "".join(f"{auc[c]:>15.4f}" if c in auc else f"{'-':>15}" for c in cols)
         met = "yes" if all(r["met"].values()) else "NO (" + ", ".join(k for k, v in r["met"].items() if not v) + ")"
-        lines.append(f"{r['name']:<22}{r['n_features']:>5}{cells}{r['weights']['ae']:>6.2f}{r['weights']['xgb']:>6.2f}  {met}")
+        rates = r.get("human_rate_per_level") or {}
+        live = "/".join(f"{100 * v['held_out']:.2f}" for v in rates.values())
+        live += "  (each within 2x)" if r.get("levels_within_2x") else "  (NOT all within 2x)"
+        lines.append(f"{r['name']:<22}{r['n_features']:>5}{cells}{r['weights']['ae']:>6.2f}{r['weights']['xgb']:>6.2f}"
+                     f"  {live:<52}{met}")
     return "\n".join(lines)
 
 

@@ -494,7 +494,8 @@ def build_ensemble(manifest: dict[str, Any], files: dict[str, bytes], *, nthread
     weights = manifest.get("weights", {})
     combination = manifest.get("combination")  # absent in bundles from before issue 16: raw blend
     ensemble = Ensemble(features=features, medians=np.asarray(manifest["medians"], dtype=np.float64),
-                        **members, ae_weight=float(weights.get("ae", 0.3)),
+                        **members,  # type: ignore[arg-type]  # registry names = Ensemble fields (tested)
+                        ae_weight=float(weights.get("ae", 0.3)),
                         xgb_weight=float(weights.get("xgb", 0.2)),
                         thresholds={k: float(v) for k, v in manifest["thresholds"].items()},
                         tables=combination.get("tables") if combination else None, combination=combination)

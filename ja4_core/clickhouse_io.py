@@ -348,6 +348,27 @@ E_CHDB_BUSY = ("cannot open the embedded ClickHouse at {path}: is another proces
                "using it? chdb allows one process per directory; stop it, or use a ClickHouse server")
 
 
+def chdb_directory_in_use(path: str) -> bool:
+    """Whether another process holds the embedded ClickHouse at ``path``: the engine keeps an
+    exclusive ``flock`` on ``<path>/status`` while it runs (that, not the error's text, tells
+    "busy" apart from any other failure to open it)."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(path, "status"), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def connect(dsn: str) -> "ClickHouseIO":
     """Open a clickhouse-connect client for ``dsn`` (see :func:`parse_dsn`). Close it (or use
     it as a context manager): chdb allows one engine path per process at a time."""
@@ -366,7 +387,7 @@ def connect(dsn: str) -> "ClickHouseIO":
                 os.makedirs(target.chdb_path, exist_ok=True)
                 client = clickhouse_connect.get_client(dsn=f"chdb://{target.chdb_path}")
         except ClickHouseError as exc:
-            if "Unable to open the chdb engine" not in str(exc):
+            if target.chdb_path is None or not chdb_directory_in_use(target.chdb_path):
                 raise
             # Still a ClickHouseError, so the loop retries: the other process may finish.
             raise OperationalError(E_CHDB_BUSY.format(path=target.chdb_path)) from exc

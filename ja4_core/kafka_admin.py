@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: librdkafka's own log lines (a "Connection refused" every few hundred ms while Kafka is
 #: down) go to this logger, quiet unless debugging; failures are reported by the caller.
-_RDKAFKA_LOG = logging.getLogger("stream_scorer.librdkafka")
+_RDKAFKA_LOG = logging.getLogger("ja4_core.librdkafka")
 
 
 class TopicError(Ja4StreamError):

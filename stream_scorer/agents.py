@@ -34,11 +34,11 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
+import faust
 import mode
 from faust.exceptions import AlreadyConfiguredWarning
-from faust.types import EventT, StreamT
+from faust.types import EventT, StreamT, TopicT
 
 from ja4_core.settings import Settings
 from stream_scorer import metrics
@@ -64,13 +64,13 @@ log = logging.getLogger(__name__)
 
 # The worker's parts, bound by :func:`register` when the app is built (one app per process);
 # importing this module binds and builds nothing.
-app: Any
+app: faust.App
 settings: Settings
 holder: ModelHolder
 follower: ControlFollower
-features_topic: Any
-scores_topic: Any
-dlq_topic: Any
+features_topic: TopicT
+scores_topic: TopicT
+dlq_topic: TopicT
 
 
 def register(parts: WorkerParts) -> None:

@@ -12,7 +12,7 @@ the attribute ``faust -A`` looks up, is built on first access from the process's
 (:func:`~ja4_core.settings.get_settings`). The process start-up (:func:`start_process`: model
 threads, the GIL switch interval, Faust's data directory, the fetch-wait limit) runs when the
 worker starts: ``stream-scorer worker`` calls it, and Faust's ``on_worker_init`` signal does
-for ``faust -A``.
+for ``faust -A``; it also creates the scorer's topics when missing, as on either path.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> faust.App:
     views.register(parts)
 
     @app.on_worker_init.connect
-    def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
+    def _on_worker_init(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """``faust -A stream_scorer.app worker`` does not go through our CLI: start up here."""
         start_process(settings)
 
@@ -64,7 +64,18 @@ def create_app(settings: Settings) -> faust.App:
 
 
 def start_process(settings: Settings) -> None:
-    """The start-up work of a scorer worker process (idempotent)."""
+    """The start-up work of a scorer worker process, the same for both ways to start one
+    (idempotent): warn when control messages are not signed, create the scorer's topics when
+    missing (Faust does not create an agent's source topic), then tune the process."""
+    import logging
+
+    from ja4_core.kafka_admin import ensure_topics, scorer_topics
+
+    if not settings.control_signing_key:
+        from ja4_core.control import W_UNSIGNED
+
+        logging.getLogger("stream_scorer").warning(W_UNSIGNED)
+    ensure_topics(settings, scorer_topics(settings))
     _limit_torch_threads(settings.scorer_threads)
     _shorten_gil_switch_interval()
     prepare_process(settings, settings.scorer_app_id, batch_wait_ms=settings.scorer_batch_wait_ms)

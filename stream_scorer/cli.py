@@ -41,14 +41,6 @@ def ensure_topics(settings: Settings, topics: Sequence[str]) -> None:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     use_settings(settings)
     setup_logging(settings)
-    if not settings.control_signing_key:
-        from ja4_core.control import W_UNSIGNED
-
-        log.warning(W_UNSIGNED)
-    from ja4_core.kafka_admin import ensure_topics as create_missing
-    from ja4_core.kafka_admin import scorer_topics
-
-    create_missing(settings, scorer_topics(settings))
     from stream_scorer.app import create_app, start_process
     from stream_scorer.faust_worker import run_worker
 

@@ -143,7 +143,7 @@ def _key_problem(rec: dict[str, Any]) -> tuple[RejectCategory, str] | None:
 def parse_batch(values: Sequence[bytes | None], features: Sequence[str],
                 max_envelope_records: int = DEFAULT_MAX_ENVELOPE_RECORDS) -> ParsedBatch:
     """Parse the values of many messages into one feature matrix (see module docstring)."""
-    rows: list[list[float]] = []
+    rows: list[list[Any]] = []  # raw cells; feature_matrix applies the missing-value rule
     records: list[dict[str, Any]] = []
     origin: list[int] = []
     rejects: list[Reject] = []
@@ -161,6 +161,7 @@ def parse_batch(values: Sequence[bytes | None], features: Sequence[str],
                 rejects.append(Reject(i, value, f"not valid JSON: {str(exc).splitlines()[0][:200]}",
                                       category="invalid_json"))
                 continue
+        items: Sequence[Any]
         if type(doc) is dict:
             items, envelope = (doc,), False
         elif type(doc) is list:

@@ -10,8 +10,8 @@ the last control message; ``/metrics``: Prometheus text format.
 from __future__ import annotations
 
 import os
-from typing import Any
 
+import faust
 import psutil
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,7 +24,7 @@ from stream_scorer.model_holder import ModelHolder
 from stream_scorer.worker_parts import WorkerParts
 
 # The worker's parts, bound by :func:`register` (see :mod:`.agents`).
-app: Any
+app: faust.App
 settings: Settings
 holder: ModelHolder
 follower: ControlFollower

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import faust
+
 from ja4_core.settings import Settings
 from stream_scorer.control_follower import ControlFollower
 from stream_scorer.model_holder import ModelHolder
@@ -20,7 +22,7 @@ from stream_scorer.model_holder import ModelHolder
 class WorkerParts:
     """The Faust app, its three topics, the live model and the control follower of a worker."""
 
-    app: Any  #: the :class:`faust.App`
+    app: faust.App
     settings: Settings
     features_topic: Any
     scores_topic: Any

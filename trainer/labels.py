@@ -5,7 +5,9 @@ Labels come from ClickHouse (analyst labels winning over score-derived ones, see
 past verdicts and analysts make mistakes too, so before the final XGBoost fit the rows whose
 label disagrees confidently with out-of-fold predictions are removed: cleanlab's
 ``find_label_issues`` on ``XGBDetector.predict_proba_oof`` (confident learning; the
-probabilities must be out-of-sample, hence the folds).
+probabilities must be out-of-sample, hence the folds). The same out-of-fold probabilities
+are the supervised member's scores on the held-out labelled rows when the combination is
+fitted on them (:func:`out_of_fold`, used by :mod:`trainer.train`).
 """
 
 from __future__ import annotations
@@ -67,27 +69,45 @@ def eligibility(y: np.ndarray, min_labels: int) -> tuple[bool, str]:
     return True, "ok"
 
 
-def find_noisy(X: np.ndarray, y: np.ndarray, *, nthreads: int = 1, seed: int = 1,
-               folds: int = 5) -> np.ndarray:
-    """Indices of rows whose label cleanlab flags, from out-of-fold XGBoost probabilities."""
+def out_of_fold(X: np.ndarray, y: np.ndarray, *, nthreads: int = 1, seed: int = 1,
+                folds: int = 5) -> np.ndarray:
+    """Out-of-fold XGBoost probabilities of both classes (rows x 2): each row's from a model
+    that never saw it. cleanlab needs them, and they are also the supervised member's honest
+    scores on the labelled rows of the validation period (the final XGBoost learns from every
+    label, those included, so its own scores there are in-sample)."""
+    y = np.asarray(y, dtype=np.int32)
+    return XGBDetector(nthreads=xgb_threads(len(y), nthreads), random_seed=seed).predict_proba_oof(
+        np.asarray(X, dtype=np.float64), y, folds=folds, seed=seed)
+
+
+def noisy_from(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Indices of rows whose label cleanlab flags, given out-of-fold probabilities."""
     from cleanlab.filter import find_label_issues
 
-    y = np.asarray(y, dtype=np.int32)
-    proba = XGBDetector(nthreads=xgb_threads(len(y), nthreads), random_seed=seed).predict_proba_oof(
-        np.asarray(X, dtype=np.float64), y, folds=folds, seed=seed)
     # n_jobs=1: cleanlab's multiprocessing would fork a process holding torch and chdb.
-    issues = find_label_issues(labels=y, pred_probs=proba, filter_by="prune_by_noise_rate", n_jobs=1)
+    issues = find_label_issues(labels=np.asarray(y, dtype=np.int32), pred_probs=proba,
+                               filter_by="prune_by_noise_rate", n_jobs=1)
     return np.flatnonzero(issues)
 
 
+def find_noisy(X: np.ndarray, y: np.ndarray, *, nthreads: int = 1, seed: int = 1,
+               folds: int = 5) -> np.ndarray:
+    """Indices of rows whose label cleanlab flags, from out-of-fold XGBoost probabilities."""
+    return noisy_from(y, out_of_fold(X, y, nthreads=nthreads, seed=seed, folds=folds))
+
+
 def clean_labels(X: np.ndarray, y: np.ndarray, *, nthreads: int = 1, seed: int = 1,
-                 folds: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 folds: int = 5, proba: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(X, y)`` without the flagged rows, plus the flagged indices.
 
-    If removing every flagged row would leave fewer than the minimum of either class, the
-    filter is not applied (a model on a handful of positives is worse than a noisy one).
+    ``proba``: the rows' out-of-fold probabilities (:func:`out_of_fold`) when the caller already
+    has them (they are computed once per run). If removing every flagged row would leave fewer
+    than the minimum of either class, the filter is not applied (a model on a handful of
+    positives is worse than a noisy one).
     """
-    flagged = find_noisy(X, y, nthreads=nthreads, seed=seed, folds=folds)
+    if proba is None:
+        proba = out_of_fold(X, y, nthreads=nthreads, seed=seed, folds=folds)
+    flagged = noisy_from(y, proba)
     keep = np.ones(len(y), dtype=bool)
     keep[flagged] = False
     kept_pos = int(np.sum(y[keep] == 1))

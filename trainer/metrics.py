@@ -41,11 +41,14 @@ def write_run_metrics(result: Any, path: Path) -> None:
     for member, w in (combination.get("weights") or {}).items():
         weight.labels(member=member).set(float(w))
     rate = Gauge("ja4_trainer_level_false_alert_rate",
-                 "Share of human validation rows at or above each threat level (design: 1 - its quantile)",
+                 ("Share of human validation rows (those the levels were set on) at or above each threat level; "
+                  "design: 1 - its quantile; validation_all: the whole validation split"),
                  ["level", "kind"], registry=reg)
     for level, r in (combination.get("levels") or {}).items():
         rate.labels(level=level, kind="validation").set(float(r["validation"]))
         rate.labels(level=level, kind="design").set(float(r["design"]))
+        if r.get("validation_all") is not None:  # the whole validation split, unlabelled bots included
+            rate.labels(level=level, kind="validation_all").set(float(r["validation_all"]))
     Gauge("ja4_trainer_publish_ok", "1 when the last run's announcement was confirmed (or none was due)",
           registry=reg).set(0.0 if result.publish_error else 1.0)
     path.parent.mkdir(parents=True, exist_ok=True)

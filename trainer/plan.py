@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from ja4_core.bundle import LoadedBundle
+from ja4_core.features import utc_time
 from ja4_core.settings import Settings
 from trainer.drift import DriftReport, check_drift
 from trainer.fit import FitConfig, train_cut
@@ -83,10 +84,9 @@ def parse_time(value: Any) -> datetime | None:
     ('2026-06-01T00:00:00+00:00', None)
     """
     try:
-        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return utc_time(value)  # the product's one time parser (control messages use it too)
     except ValueError:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def age_h(bundle: LoadedBundle | None, now: datetime) -> float:

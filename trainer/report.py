@@ -193,6 +193,14 @@ def write_report(directory: Path, *, metrics: Mapping[str, Any], neg: Mapping[st
             parts.append(_evaluation_table(clean["evaluation_labelled"]))
     else:
         parts.append(f"<p>No held-out labelled bots: {html.escape(str(clean.get('evaluation_note', '')))}</p>")
+    levels = (clean.get("combination") or {}).get("levels") or {}
+    if levels:  # the operating point (issue 16): human false-alert rate per level against its design
+        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v.get('design'))}</td><td>{_fmt(v.get('validation'))}</td>"
+                       f"<td>{_fmt(v.get('validation_all'))}</td></tr>" for k, v in levels.items())
+        parts.append("<h3>Threat levels</h3><p>Share of humans at or above each level; set on "
+                     f"{html.escape(str(clean['combination'].get('levels_set_on', 'the validation split')))}.</p>"
+                     "<table><tr><th></th><th>design</th><th>humans (levels' rows)</th><th>whole validation split</th></tr>"
+                     f"{rows}</table>")
     parts.append(f"<h3>Score distributions by label</h3><img src='data:image/png;base64,{plot_distributions(neg, pos)}'>")
     if pos and evaluation:
         parts.append(f"<h3>ROC and precision-recall</h3><img src='data:image/png;base64,{plot_curves(neg, pos)}'>")

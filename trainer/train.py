@@ -6,7 +6,11 @@ In this order, on the data :mod:`trainer.inputs` read and the cut :mod:`trainer.
 2. **supervised data**: the labels cleaned by cleanlab (:mod:`trainer.labels`), the current
    bundle's XGBoost, or none, as planned;
 3. **fit the members** (:func:`trainer.fit.fit_members`): each validation row is scored once
-   per member, and the held-out labelled rows once;
+   per member, and the held-out labelled rows once. The supervised member never judges
+   itself on rows it trained on: a freshly trained XGBoost learns from every label, so its
+   scores on the held-out rows are its *out-of-fold* probabilities (the ones cleanlab needs
+   anyway, :func:`trainer.labels.out_of_fold`); a reused one is judged only on labels of
+   windows after it was trained;
 4. **decide the weights** (:func:`trainer.fit.decide_weights`) from those scores;
 5. **assemble** (:func:`trainer.fit.assemble`): the ensemble and its thresholds;
 6. **evaluate** on the validation split and the held-out labelled rows, from the scores of
@@ -41,7 +45,7 @@ from trainer.fit import (
     score_members,
 )
 from trainer.inputs import TrainingInputs
-from trainer.labels import LabelReport, clean_labels
+from trainer.labels import LabelReport, clean_labels, out_of_fold
 from trainer.plan import TrainingPlan
 from trainer.prepare import select
 from trainer.report import evaluate
@@ -50,7 +54,9 @@ log = logging.getLogger(__name__)
 
 #: Validation rows stored in the manifest for the scorer's load-time smoke test.
 SMOKE_ROWS = 8
-SUPERVISED_NOTE = "trained on all labels; held-out figures are in-sample for XGBoost"
+SUPERVISED_NOTE = ("trained on all labels; on the held-out rows (evaluation and combination) XGBoost's scores "
+                   "are its out-of-fold probabilities, so they are out-of-sample")
+REUSED_NOTE = "reused: judged only on labels of windows after it was trained"
 
 
 @dataclass(frozen=True)
@@ -91,14 +97,32 @@ def report_scores(ensemble: Ensemble, members: Mapping[str, np.ndarray]) -> dict
     return out
 
 
-def _held_out_scores(members: Members, X: np.ndarray, y: np.ndarray | None
+def _held_out_scores(members: Members, X: np.ndarray, y: np.ndarray | None, xgb: np.ndarray | None = None
                      ) -> tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]:
-    """Raw member scores of the held-out labelled bots and (when there are bots) humans."""
-    if y is None or not np.any(y == 1):
+    """Raw member scores of the held-out labelled bots and humans (None for a class with no
+    rows); ``xgb``, when given, replaces the supervised member's scores of these rows (its
+    out-of-fold probabilities: the final model trained on the rows themselves)."""
+    if y is None or not len(y):
         return None, None
-    bots = score_members(members, X[y == 1])
-    humans = score_members(members, X[y == 0]) if np.any(y == 0) else None
+    scores = score_members(members, X)
+    if xgb is not None and "xgb" in scores:
+        scores["xgb"] = np.asarray(xgb, dtype=np.float64)
+    bots = {m: v[y == 1] for m, v in scores.items()} if np.any(y == 1) else None
+    humans = {m: v[y == 0] for m, v in scores.items()} if np.any(y == 0) else None
     return bots, humans
+
+
+def _unseen_by(section: Mapping[str, Any], times: np.ndarray) -> np.ndarray:
+    """Labelled rows a reused supervised model cannot have trained on: windows that started
+    after it was trained (all False when its training time is unknown)."""
+    trained = section.get("trained_at")
+    try:
+        at = datetime.fromisoformat(str(trained).replace("Z", "+00:00"))
+    except ValueError:
+        return np.zeros(len(times), dtype=bool)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    return np.asarray(times) >= int(at.timestamp())
 
 
 def fit_and_evaluate(inputs: TrainingInputs, plan: TrainingPlan, config: FitConfig, *, val_anomaly_gate: float,
@@ -121,16 +145,20 @@ def fit_and_evaluate(inputs: TrainingInputs, plan: TrainingPlan, config: FitConf
     report = LabelReport(n_labels=len(labels), n_pos=labels.n_pos, n_neg=len(labels) - labels.n_pos,
                          n_analyst=int(np.sum(labels.source == "analyst")),
                          n_score=int(np.sum(labels.source == "score")), eligible=sup.eligible, reason=sup.reason)
-    xgb_data = xgb_prefit = None
+    xgb_data = xgb_prefit = oof_xgb = None
+    held = sup.held_out
     section: dict[str, Any] | None = None
     if sup.mode == "trained":
         # The shipped model learns from every label, the newest included: a campaign that
-        # analysts just labelled is exactly what it must catch. (The held-out period is still
-        # reported, but for XGBoost it is then in-sample; the report says so.)
+        # analysts just labelled is exactly what it must catch. On the held-out period (the
+        # evidence for the combination and the report's figures) it is represented by its
+        # out-of-fold probabilities, each from a fold model that never saw the row.
         report.n_train = len(labels)
         report.n_holdout = int(sup.held_out.sum()) if sup.held_out is not None else 0
         log.info("  cleanlab: out-of-fold XGBoost on %d labels (%d positive)", report.n_train, labels.n_pos)
-        Xc, yc, flagged = clean_labels(L, labels.y, nthreads=config.nthreads)
+        proba = out_of_fold(L, labels.y, nthreads=config.nthreads)
+        oof_xgb = proba[:, 1]
+        Xc, yc, flagged = clean_labels(L, labels.y, nthreads=config.nthreads, proba=proba)
         report.n_flagged, report.n_removed = len(flagged), len(labels) - len(yc)
         report.flagged = np.asarray(flagged)
         xgb_data = (Xc, yc)
@@ -138,20 +166,30 @@ def fit_and_evaluate(inputs: TrainingInputs, plan: TrainingPlan, config: FitConf
     elif sup.mode == "reused" and inputs.current is not None:
         xgb_prefit = inputs.current.ensemble.xgb
         section = dict(inputs.current.manifest.get("supervised") or {})
+        if held is not None:  # it may have trained on older labels of the validation period
+            held = held & _unseen_by(section, labels.times)
+            held = held if held.any() else None
+        section["judged_on"] = REUSED_NOTE
     seconds = {"labels": time.monotonic() - t}
 
     # 3-5. Members (each row set scored once), weights, ensemble.
     t = time.monotonic()
     members = fit_members(X_train, X_val, config, xgb_data=xgb_data, xgb_prefit=xgb_prefit, progress=progress)
-    held = sup.held_out
-    bots, humans = _held_out_scores(members, L[held], labels.y[held]) if held is not None else (None, None)
+    bots, humans = (_held_out_scores(members, L[held], labels.y[held], None if oof_xgb is None else oof_xgb[held])
+                    if held is not None else (None, None))
     evidence = None
     if bots is not None:
         rows = [bots] if humans is None else [bots, humans]
         y = np.concatenate([np.full(len(r["eif"]), 1 - i) for i, r in enumerate(rows)])
         evidence = ({m: np.concatenate([r[m] for r in rows]) for m in bots}, y)
     weights = decide_weights(config, members.val, labelled=evidence, constructed=members.constructed)
-    fit = assemble(members, prepared.features, medians, weights)
+    # The levels are set on humans an analyst labelled (score-derived "humans" are rows the
+    # previous model already scored low: a biased sample of the humans' upper tail).
+    analyst_humans = None
+    if humans is not None and held is not None:
+        is_analyst = (labels.source[held] == "analyst")[labels.y[held] == 0]
+        analyst_humans = {m: v[is_analyst] for m, v in humans.items()}
+    fit = assemble(members, prepared.features, medians, weights, humans=analyst_humans)
     seconds["fit"] = time.monotonic() - t
 
     # 6. Evaluation (see trainer.report): the validation split vs held-out labelled bots, and
@@ -161,7 +199,7 @@ def fit_and_evaluate(inputs: TrainingInputs, plan: TrainingPlan, config: FitConf
     pos = report_scores(ens, bots) if bots is not None else None
     neg_labelled = report_scores(ens, humans) if humans is not None else None
     evaluation = evaluate(neg, pos)
-    evaluation_labelled = evaluate(neg_labelled, pos) if neg_labelled is not None else {}
+    evaluation_labelled = evaluate(neg_labelled, pos) if neg_labelled is not None and pos is not None else {}
 
     # 7. The gate.
     rejected = None

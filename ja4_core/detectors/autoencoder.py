@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from torch import nn
 
 from ja4_core.detectors.base import Detector
 from ja4_core.errors import BundleError, NotFittedError
+
+if TYPE_CHECKING:  # imported when first used (numba compiles the kernel then)
+    from ja4_core.detectors.ae_compiled import CompiledAE
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class AutoencoderDetector(Detector):
         self.loss_curve_: list[float] = []
         self.val_loss_curve_: list[float] = []
         #: The compiled evaluator of ``net_``, when in use (see :meth:`use_compiled`).
-        self.compiled_ = None
+        self.compiled_: CompiledAE | None = None
         #: Why the compiled evaluator is not in use (None when it is).
         self.evaluator_note: str | None = "not requested"
 

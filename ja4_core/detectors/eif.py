@@ -16,13 +16,16 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 from isotree import IsolationForest
 
 from ja4_core.detectors.base import Detector
 from ja4_core.errors import BundleError, NotFittedError
+
+if TYPE_CHECKING:  # imported when first used (numba compiles the kernel then)
+    from ja4_core.detectors.eif_compiled import CompiledEIF
 
 FILENAME = "eif.isotree"
 EVALUATORS = ("compiled", "isotree")
@@ -53,7 +56,7 @@ class EIFDetector(Detector):
         self.model_: IsolationForest | None = None
         self.n_features_in_: int | None = None
         #: The compiled evaluator of ``model_``, when in use (see :meth:`use_compiled`).
-        self.compiled_ = None
+        self.compiled_: CompiledEIF | None = None
         #: Why the compiled evaluator is not in use (None when it is).
         self.evaluator_note: str | None = "not requested"
 

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
 from ja4_core.detectors._numba import jit
 from ja4_core.detectors.isotree_file import FastEIF
 

@@ -4,8 +4,9 @@ Each test prints and records one row (fault, records in, distinct scored, duplic
 recovery time) in ``var/test-results/faults.json``; the README's "Reliability" table is
 filled from the last CI run. This campaign runs on the embedded Tansu; the same kind of
 campaign on a three-node Apache Kafka cluster is ``test_faults_kafka.py``. "Duplicates" here
-also counts a record the simulator sent twice (``SteadyStream`` keeps a set of keys). These tests are slow (minutes), so they are marked ``slow``:
-the default suite skips them, ``.ci/run`` runs them. They use a broker of their own, so
+also counts a record the simulator sent twice (``SteadyStream`` keeps a set of keys). These
+tests are slow (minutes), so they are marked ``slow``: the default suite skips them,
+``.ci/run`` runs them. They use a broker of their own, so
 stopping it never disturbs other tests.
 """
 
@@ -15,7 +16,6 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import orjson
 import pytest
@@ -23,7 +23,7 @@ import pytest
 from ja4_core.bundle import ModelStore
 from ja4_core.control import build_activate
 from ja4_dev.tansu import TansuBroker
-from tests.helpers import Collector, REPO, Worker, free_port, produce, quick_bundle, record_key, topic_env
+from tests.helpers import REPO, Collector, Worker, free_port, produce, quick_bundle, record_key, topic_env
 from tests.integration.test_hot_reload import SteadyStream, wait_versions
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,10 @@ for the module) takes them all; at the end it must still be alive and healthy, h
 no traceback, have produced nothing more than predicted, and stop cleanly on SIGTERM.
 
 A 10 MB message: confluent-kafka refuses it by default (``message.max.bytes`` = 1 MB, a
-local ``MSG_SIZE_TOO_LARGE``); Tansu has no size cap, so with ``message.max.bytes`` raised on
-the producer it arrives, and the worker must score it (or dead-letter it) and stay healthy.
+local ``MSG_SIZE_TOO_LARGE``); with ``message.max.bytes`` raised on the producer it arrives
+(Tansu has no size cap; on Apache Kafka the fuzz topics are created with a raised
+``max.message.bytes``, as an operator who accepts such input would), and the worker must
+score it (or dead-letter it) and stay healthy.
 
 The ``xfail(strict=True)`` tests at the end pin bugs this campaign found (see their
 reasons); they run on a second worker, because they crash its agent or log tracebacks.
@@ -439,10 +441,10 @@ def test_valid_records_with_random_feature_values_are_all_scored(rig: Rig, batch
 
 def test_a_10mb_message(rig: Rig) -> None:
     """confluent-kafka refuses 10 MB by default, with a clear local error. With
-    ``message.max.bytes`` raised on the producer, Tansu (which has no size cap) takes it and
-    the worker scores it (the padding is an unused field) and stays healthy; a broker with a
-    cap (Kafka's default is 1 MB) refuses it with MSG_SIZE_TOO_LARGE, and the worker is
-    untouched."""
+    ``message.max.bytes`` raised on the producer, the broker takes it (Tansu has no size cap;
+    Kafka's topics here have ``max.message.bytes`` raised) and the worker scores it (the
+    padding is an unused field) and stays healthy; a broker that still caps it refuses it with
+    MSG_SIZE_TOO_LARGE, and the worker is untouched."""
     from confluent_kafka import KafkaError, KafkaException, Producer
 
     value = dump({**REC, "hits": 12, "padding": "x" * (10 * MB)})

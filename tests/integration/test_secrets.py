@@ -49,7 +49,7 @@ def test_trainer_commands_print_no_secret(kafka_bootstrap, unique, tmp_path):
         "status": _trainer(["status"], env, tmp_path),
         "status --json": _trainer(["status", "--json"], env, tmp_path),
         "init-db json logs": _trainer(["init-db"], {**env, "LOG_FORMAT": "json"}, tmp_path),
-        "bad setting": _trainer(["init-db", "--scorer-batch-max", "0"], env, tmp_path),
+        "bad setting": _trainer(["init-db", "--eif-ntrees", "0"], env, tmp_path),  # a trainer setting: a flag of its own
     }
     assert runs["init-db"].returncode == 1 and "init-db failed" in runs["init-db"].stderr
     assert runs["run-once"].returncode == 1

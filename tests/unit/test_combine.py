@@ -98,6 +98,41 @@ def test_with_labels_the_combination_is_fitted_on_validation_rows_only(tmp_path)
     assert fit2.ensemble.xgb_weight > 0.0
 
 
+def test_with_labelled_humans_the_levels_mean_their_design_rate_on_a_baseline_holding_bots():
+    """The baseline is unlabelled traffic with 10 % bots: quantiles of the whole validation
+    split land among the bots and fresh humans almost never reach MEDIUM. Set on the labelled
+    humans of the validation period, each level catches about its design share of humans."""
+    from ja4_core.features import DEFAULT_FEATURES
+    from ja4_dev.simulator import TrafficSimulator
+
+    features = tuple(DEFAULT_FEATURES)
+    sim = TrafficSimulator(seed=3, bot_share=0.1)
+
+    def matrix(n: int) -> tuple[np.ndarray, np.ndarray]:
+        recs = sim.records(n)
+        return (np.array([[r.get(f, np.nan) for f in features] for r in recs], dtype=np.float64),
+                np.array([r["label"] != "human" for r in recs], dtype=int))
+
+    base, _ = matrix(4000)
+    lab = matrix(3000)
+    fresh, y = matrix(6000)
+    fit = fit_ensemble(base, features, SMALL, labelled_val=lab)
+    assert "labelled humans" in fit.ensemble.combination["levels_set_on"]
+    humans = fit.ensemble.score(fit_medians_impute(fresh[y == 0], fit.ensemble.medians)).anomaly
+    for level, design in (("LOW", 0.10), ("MEDIUM", 0.03), ("HIGH", 0.01)):
+        rate = float(np.mean(humans >= fit.ensemble.thresholds[level]))
+        assert design / 2 <= rate <= design * 2, (level, rate)
+        recorded = fit.ensemble.combination["levels"][level]
+        assert recorded["design"] == design and abs(recorded["validation"] - design) < design / 2
+        assert recorded["validation_all"] > recorded["validation"]  # the split's bots reach the levels
+
+
+def fit_medians_impute(X: np.ndarray, medians: np.ndarray) -> np.ndarray:
+    from ja4_core.ensemble import impute
+
+    return impute(X, medians)[0]
+
+
 def test_the_decision_and_its_evidence_are_in_the_manifest_and_old_bundles_score_as_before(tmp_path):
     d = 4
     X = _cluster(800, d)

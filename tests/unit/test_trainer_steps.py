@@ -26,6 +26,7 @@ from trainer.announce import announce_pending, write_marker
 from trainer.fit import FitConfig, train_cut
 from trainer.inputs import TrainingInputs
 from trainer.plan import MIN_BASELINE_ROWS, TRAIN_SHARE, TrainingPlan, plan_run
+from trainer.prepare import select
 from trainer.train import FitOutcome, fit_and_evaluate, manifest_extra, run_metrics
 from trainer.write import write_version
 
@@ -145,6 +146,73 @@ def test_fit_and_evaluate_alone_reuses_the_validation_scores_of_the_fit(first) -
     assert levels == sorted(levels)
     assert outcome.pos is not None and "ensemble" in outcome.evaluation
     assert outcome.labels.n_labels == len(inputs.labels) and outcome.supervised is not None
+
+
+def test_the_combination_is_fitted_on_scores_the_supervised_member_never_trained_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """XGBoost learns from every label, the held-out ones included, so on those rows its own
+    scores are in-sample: with labels that carry no signal it still separates them there. The
+    evidence the weights are fitted on must hold its out-of-fold scores instead, which are
+    at chance, as the labels are."""
+    import trainer.train
+    from trainer.combine import roc_auc
+    from trainer.labels import out_of_fold
+
+    inputs = make_inputs(label_share=0.6)
+    rng = np.random.default_rng(7)
+    noise = (rng.random(len(inputs.labels)) < 0.3).astype(np.int32)  # labels independent of the rows
+    inputs = replace(inputs, labels=replace(inputs.labels, y=noise))
+    plan = plan_run(inputs, SETTINGS)
+    assert plan.supervised is not None and plan.supervised.mode == "trained"
+    held = plan.supervised.held_out
+    assert held is not None
+    seen: dict[str, object] = {}
+    real = trainer.train.decide_weights
+
+    def spy(config, val_scores, *, labelled=None, constructed=None):  # type: ignore[no-untyped-def]
+        seen["labelled"] = labelled
+        return real(config, val_scores, labelled=labelled, constructed=constructed)
+
+    monkeypatch.setattr(trainer.train, "decide_weights", spy)
+    outcome = fit_and_evaluate(inputs, plan, CONFIG, val_anomaly_gate=1.0)
+    labelled = seen["labelled"]
+    assert labelled is not None
+    scores, y = labelled  # type: ignore[misc]
+    # bots first, then humans: the held-out rows in that order
+    L = impute(select(inputs.labels.X[held], FEATURES, plan.prepared.features), outcome.ensemble.medians)[0]
+    order = np.concatenate([np.flatnonzero(noise[held] == 1), np.flatnonzero(noise[held] == 0)])
+    full = impute(select(inputs.labels.X, FEATURES, plan.prepared.features), outcome.ensemble.medians)[0]
+    oof = out_of_fold(full, noise, nthreads=CONFIG.nthreads)[:, 1][held]
+    np.testing.assert_allclose(scores["xgb"], oof[order])
+    assert outcome.ensemble.xgb is not None
+    in_sample = outcome.ensemble.xgb.score(L[order])
+    auc_in, auc_oof = roc_auc(in_sample[y == 0], in_sample[y == 1]), roc_auc(oof[order][y == 0], oof[order][y == 1])
+    assert auc_in > auc_oof + 0.1 and abs(auc_oof - 0.5) < 0.15
+    assert outcome.supervised is not None and "out-of-fold" in outcome.supervised["note"]
+
+
+def test_the_levels_are_set_on_the_humans_analysts_labelled_in_the_validation_period() -> None:
+    """The validation split is unlabelled traffic (bots included in production): the threat
+    levels come from the analysts' humans of the validation period when there are enough of
+    them, never from score-derived "humans" (rows a model already scored low)."""
+    from trainer.fit import MIN_REFERENCE_HUMANS
+
+    inputs = make_inputs(rate=100, label_share=1.0)
+    plan = plan_run(inputs, SETTINGS)
+    assert plan.supervised is not None and plan.supervised.held_out is not None
+    expected = int(np.sum(plan.supervised.held_out & (inputs.labels.y == 0)))
+    assert expected >= MIN_REFERENCE_HUMANS
+    outcome = fit_and_evaluate(inputs, plan, CONFIG, val_anomaly_gate=1.0)
+    combination = outcome.ensemble.combination
+    assert combination is not None
+    assert combination["levels_set_on"] == f"{expected} labelled humans of the validation period"
+    for level, rates in combination["levels"].items():
+        assert abs(rates["validation"] - rates["design"]) <= max(rates["design"] / 2, 1 / expected), level
+
+    scored = replace(inputs, labels=replace(inputs.labels, source=np.array(["score"] * len(inputs.labels), dtype=object)))
+    outcome = fit_and_evaluate(scored, plan_run(scored, SETTINGS), CONFIG, val_anomaly_gate=1.0)
+    assert outcome.ensemble.combination is not None
+    assert "validation rows" in outcome.ensemble.combination["levels_set_on"]
 
 
 def test_fit_and_evaluate_refuses_a_contaminated_baseline(first) -> None:
