@@ -100,12 +100,20 @@ def topic_env(bootstrap: str, suffix: str, store: Path, **extra: str) -> dict[st
     return env
 
 
-def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = PARTITIONS) -> None:
+#: ``max.message.bytes`` of the bench's topics: an envelope of 1,000 simulated records is ~1.4 MB,
+#: above Apache Kafka's default cap of ~1 MB (Tansu has none); the producer allows 16 MB too.
+TOPIC_MAX_MESSAGE_BYTES = str(16 * 1024 * 1024)
+
+
+def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = PARTITIONS,
+                  config: dict[str, str] | None = None) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=15).topics)
-    new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+    conf = {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES, **(config or {})}
+    new = [NewTopic(t, num_partitions=partitions, replication_factor=1, config=conf) for t in topics
+           if t not in existing]
     if new:
         for _t, fut in admin.create_topics(new, operation_timeout=15).items():
             try:
@@ -230,13 +238,20 @@ def producer(bootstrap: str, **conf: Any):
 
 
 def produce_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
-    """Produce every message, flush; return the wall time."""
+    """Produce every message, flush; return the wall time. Raises if the broker refused any
+    (a refused message would otherwise leave the bench waiting for scores that never come)."""
     p = producer(bootstrap)
+    refused: list[Any] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            refused.append(err)
+
     t0 = time.perf_counter()
     for i, (key, value) in enumerate(messages):
         while True:
             try:
-                p.produce(topic, value, key)
+                p.produce(topic, value, key, on_delivery=on_delivery)
                 break
             except BufferError:
                 p.poll(0.01)
@@ -244,6 +259,8 @@ def produce_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]])
             p.poll(0)
     if p.flush(60) != 0:
         raise RuntimeError("undelivered messages")
+    if refused:
+        raise RuntimeError(f"the broker refused {len(refused)} of {len(messages)} messages to {topic}: {refused[0]}")
     return time.perf_counter() - t0
 
 

@@ -26,7 +26,7 @@ class Session:
 
     def __enter__(self) -> "Session":
         create_topics(self.bootstrap, [self.env["TOPIC_FEATURES"], self.env["TOPIC_SCORES"], self.env["TOPIC_DLQ"]])
-        create_topics(self.bootstrap, [self.env["TOPIC_CONTROL"]], partitions=1)
+        create_topics(self.bootstrap, [self.env["TOPIC_CONTROL"]], partitions=1, config={"cleanup.policy": "compact"})
         try:
             for _ in range(self.n_workers):
                 self.workers.append(scorer_worker(self.env, self.workdir).start())
