@@ -107,20 +107,14 @@ TOPIC_MAX_MESSAGE_BYTES = str(16 * 1024 * 1024)
 
 def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = PARTITIONS,
                   config: dict[str, str] | None = None) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    """Create the bench's topics through the product's one topic helper (``ja4_core.kafka_admin``),
+    with the broker's default replication factor and room for 1,000-record envelopes."""
+    from ja4_core.kafka_admin import TopicSpec, ensure_topics
+    from ja4_core.settings import load_settings
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=15).topics)
+    settings = load_settings({"KAFKA_BOOTSTRAP_SERVERS": bootstrap})
     conf = {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES, **(config or {})}
-    new = [NewTopic(t, num_partitions=partitions, replication_factor=1, config=conf) for t in topics
-           if t not in existing]
-    if new:
-        for _t, fut in admin.create_topics(new, operation_timeout=15).items():
-            try:
-                fut.result()
-            except Exception as exc:  # noqa: BLE001
-                if "exist" not in str(exc).lower():
-                    raise
+    ensure_topics(settings, [TopicSpec(t, partitions, -1, conf) for t in topics])
 
 
 @dataclass

@@ -373,7 +373,6 @@ def connect(dsn: str) -> "ClickHouseIO":
     """Open a clickhouse-connect client for ``dsn`` (see :func:`parse_dsn`). Close it (or use
     it as a context manager): chdb allows one engine path per process at a time."""
     import clickhouse_connect
-
     from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
     target = parse_dsn(dsn)
@@ -689,10 +688,10 @@ class ClickHouseIO:
         columns = result.result_columns
         n = len(features)
         times, X = self._matrix(columns[:n + 1], n)
-        y = np.asarray(columns[n + 1] if columns else [], dtype=np.int32)
+        is_bot = np.asarray(columns[n + 1] if columns else [], dtype=np.int32)
         source = np.asarray(columns[n + 2] if columns else [], dtype=object)
         order = np.argsort(times, kind="stable")
-        return Labelled(X=X[order], y=y[order], source=source[order], times=times[order], features=tuple(features))
+        return Labelled(X=X[order], y=is_bot[order], source=source[order], times=times[order], features=tuple(features))
 
     @staticmethod
     def _matrix(columns: Sequence[Sequence[Any]], n_features: int) -> tuple[np.ndarray, np.ndarray]:

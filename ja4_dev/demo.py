@@ -19,7 +19,6 @@ scores wait in Kafka meanwhile. With a ClickHouse server all run at once.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import secrets
 import subprocess
@@ -35,9 +34,9 @@ from typing import Any, Callable
 import numpy as np
 import orjson
 
+from ja4_core.settings import Settings
 from ja4_dev.processes import ProbeTimeout, ProcessExited, ProductProcess, python_module
 from ja4_dev.tansu import TansuBroker, free_port
-from ja4_core.settings import Settings
 
 #: ``--broker`` choices; ``auto`` is Apache Kafka where java and mvn are installed, else Tansu.
 BROKER_NAMES = {"tansu": "the embedded broker (Tansu)", "kafka": "Apache Kafka (one KRaft node)"}
@@ -209,9 +208,7 @@ class ScoreReader(threading.Thread):
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(daemon=True, name="scores")
-        from confluent_kafka import Consumer
-
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import Consumer, TopicPartition
 
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{os.getpid()}",
                                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
@@ -232,7 +229,7 @@ class ScoreReader(threading.Thread):
             for msg in self.consumer.consume(2000, 0.2):
                 if msg.error() is not None:
                     continue
-                doc = orjson.loads(msg.value())
+                doc = orjson.loads(msg.value() or b"null")
                 key = (str(doc["window_start"]), doc["src_ip"], doc["ja4"], doc["host"])
                 self.scores[key].append(Scored(doc["model_version"], doc["anomaly_score"], doc["threat_level"]))
                 self.levels[doc["threat_level"]] += 1
@@ -560,7 +557,7 @@ class Demo:
         p(f"  records sent {s['records_sent']}, scored {s['records_scored']} "
           f"(score messages {s['score_messages']}, duplicates {s['duplicates']}), "
           f"{s['throughput_records_per_s']} records/s")
-        p(f"  replicas: " + ", ".join(f"{k} scored {int(v)} on {s['replica_versions'].get(k)}" for k, v in s["replicas_served"].items()))
+        p("  replicas: " + ", ".join(f"{k} scored {int(v)} on {s['replica_versions'].get(k)}" for k, v in s["replicas_served"].items()))
         p(f"  ml_all_scores: {s['ml_all_scores_rows']} rows, {s['ml_all_scores_distinct_records']} distinct records")
         for label, version in (("before", s["first_version"]), ("after", s["retrained_version"])):
             ev = s.get(label) or {}

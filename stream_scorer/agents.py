@@ -447,7 +447,7 @@ async def score_features(stream: StreamT) -> None:
     if DELIVERY.failed is not None:  # restarted after the worker failed: consume nothing
         await _idle()
     await wait_for_model()
-    events_stream = stream.noack()
+    events_stream = stream.noack()  # type: ignore[attr-defined]  # faust Stream, not in StreamT
     batcher: Batcher[EventT] = Batcher(settings.scorer_batch_max, settings.scorer_batch_wait_ms / 1000.0,
                                        max_batch_bytes=settings.scorer_batch_max_bytes)
     runner = asyncio.ensure_future(run_batches(events_stream, batcher))
@@ -498,7 +498,7 @@ async def sample_consumer_lag() -> None:
             high = consumer.highwater(tp)
         except Exception:
             continue
-        committed = consumer._committed_offset.get(tp)  # noqa: SLF001 - Faust keeps no public accessor
+        committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # noqa: SLF001 - Faust keeps no public accessor
         if high is None:
             continue
         lag = max(0, int(high) - int(committed or 0))

@@ -30,8 +30,8 @@ from aiokafka.errors import KafkaError
 
 from ja4_core.control import ControlLedger, ControlMessage, ControlRecord, Offer, supersedes
 from ja4_core.kafka_security import aiokafka_security
-from stream_scorer.model_holder import ModelHolder
 from ja4_core.settings import Settings
+from stream_scorer.model_holder import ModelHolder
 
 log = logging.getLogger(__name__)
 

@@ -42,8 +42,8 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
         consumer._fetch_max_wait_ms = min(consumer._fetch_max_wait_ms, _patched["ms"])
         return consumer
 
-    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
-    AIOKafkaConsumerThread._ja4_fetch_patched = True
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._ja4_fetch_patched = True  # type: ignore[attr-defined]
 
 
 def fetch_wait_ms(settings: Any, batch_wait_ms: int) -> int:

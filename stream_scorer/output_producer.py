@@ -187,7 +187,7 @@ class OutputProducer:
             cb = partial(on_delivery, index)
             while True:
                 try:
-                    produce(out.topic, out.value, out.key, headers=out.headers, on_delivery=cb)
+                    produce(out.topic, out.value, out.key, headers=out.headers, on_delivery=cb)  # type: ignore[arg-type]
                     break
                 except BufferError:  # local queue full: let deliveries drain, then retry
                     await asyncio.sleep(0.01)

@@ -96,8 +96,8 @@ def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None]
     """The sink's Faust app with its one agent and its web views. ``on_fatal`` is called once
     when a batch cannot be written; the agent then reads nothing more."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-    from ja4_core.clickhouse_io import connect, is_data_error
 
+    from ja4_core.clickhouse_io import connect, is_data_error
     from stream_scorer.faust_app_args import app_settings
 
     app = faust.App(settings.sink_app_id,
@@ -124,7 +124,7 @@ def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None]
         return bool(assigned()) and not writer.blocked and state["failed"] is None
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SinkCollector(state, writer, ready))  # type: ignore[arg-type]
+    registry.register(_SinkCollector(state, writer, ready))
 
     async def dead_letter(bad: list[tuple[Any, RejectCategory, str]]) -> None:
         """Each (event, category, reason) to the DLQ, confirmed; the category is set where the
@@ -161,7 +161,7 @@ def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None]
         if state["failed"] is not None:  # restarted (a rebalance) after a failed write: read nothing
             await asyncio.Event().wait()
         within = settings.sink_batch_wait_ms / 1000.0
-        async for events in stream.noack_take(settings.sink_batch_max, within=within):
+        async for events in stream.noack_take(settings.sink_batch_max, within=within):  # type: ignore[attr-defined]
             try:
                 await sink_batch(stream, events)
             except Exception as exc:  # WriteFailed, an unconfirmed DLQ entry, a bug: never skip the batch

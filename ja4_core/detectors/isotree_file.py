@@ -7,7 +7,7 @@ bundle) - not ``to_json()``, whose numbers are rounded to 6 decimals - into flat
 *same* arithmetic as isotree's ``traverse_hplane``: ``hval = sum_k (x[col_k] - mean_k) * coef_k``
 accumulated left to right, ``hval <= split_point`` goes left, a leaf adds its ``score``, and the
 standardised score is ``2 ** (-(sum of leaf scores) / (ntrees * exp_avg_depth))``. Scores equal
-``IsolationForest.predict`` to ~1e-15 (checked by ``tests/unit/test_eif_evaluators.py``).
+``IsolationForest.predict`` to ~1e-15 (checked by ``tests/unit/ja4_core/test_eif_evaluators.py``).
 
 Scope (refused with ``ValueError`` otherwise): an ExtIsoForest (ndim > 1) on numeric columns
 only, standard "depth" scoring, little-endian 64-bit serialisation. Missing or infinite values take

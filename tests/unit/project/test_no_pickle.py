@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PACKAGES = ("ja4_core", "stream_scorer", "trainer", "ja4_dev")
 FORBIDDEN = {"pickle", "_pickle", "cPickle", "joblib", "cloudpickle", "dill", "shelve"}
 

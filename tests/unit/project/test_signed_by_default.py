@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from ja4_dev.demo import Demo
 from ja4_core.settings import load_settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_demo_gives_every_process_one_fresh_signing_key(tmp_path, monkeypatch) -> None:
