@@ -194,5 +194,8 @@ DEFAULT_FEATURES: tuple[str, ...] = (
 
 #: Threat levels in increasing order of the combined score.
 SCORE_LEVELS: tuple[str, ...] = ("NORMAL", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+#: What each threat level means: the quantile of the combined score on humans where it starts,
+#: i.e. about 10 / 3 / 1 / 0.1 % of human windows at or above LOW / MEDIUM / HIGH / CRITICAL.
+LEVEL_QUANTILES: dict[str, float] = {"LOW": 0.90, "MEDIUM": 0.97, "HIGH": 0.99, "CRITICAL": 0.999}
 KNOWN_BOT = "KNOWN_BOT"
 LEGITIMATE_BROWSER = "LEGITIMATE_BROWSER"

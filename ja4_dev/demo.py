@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import orjson
 
+from ja4_core.features import LEVEL_QUANTILES, SCORE_LEVELS
 from ja4_core.settings import Settings
 from ja4_dev.processes import ProbeTimeout, ProcessExited, ProductProcess, python_module
 from ja4_dev.tansu import TansuBroker, free_port
@@ -254,6 +255,19 @@ def _roc_auc(pos: np.ndarray, neg: np.ndarray) -> float | None:
     return float(roc_auc_score(y, np.r_[pos, neg]))
 
 
+def human_level_rates(levels: list[str]) -> dict[str, dict[str, float]]:
+    """Share of live human windows at or above each threat level, next to the level's design
+    rate (``LEVEL_QUANTILES``: LOW/MEDIUM/HIGH/CRITICAL = 10/3/1/0.1 % of humans).
+
+    >>> human_level_rates(["NORMAL"] * 7 + ["LOW", "MEDIUM", "CRITICAL"])["MEDIUM"]
+    {'live': 0.2, 'design': 0.03}
+    """
+    rank = {name: i for i, name in enumerate(SCORE_LEVELS)}
+    ranks = np.array([rank.get(level, 0) for level in levels])
+    return {level: {"live": round(float((ranks >= rank[level]).mean()) if len(ranks) else 0.0, 6),
+                    "design": round(1 - q, 6)} for level, q in LEVEL_QUANTILES.items()}
+
+
 def evaluate(truth: dict[tuple, Truth], scores: dict[tuple, list[Scored]], version: str) -> dict[str, Any]:
     """Detection quality of one model version on the records it scored."""
     rows = [(truth[k], s) for k, ss in scores.items() if k in truth for s in ss[-1:] if s.version == version]
@@ -271,6 +285,7 @@ def evaluate(truth: dict[tuple, Truth], scores: dict[tuple, list[Scored]], versi
         "recall": float((alert & is_bot).sum() / max(is_bot.sum(), 1)),
         "roc_auc": _roc_auc(score[is_bot], score[~is_bot]), "by_kind": {}}
     humans = score[kinds == "human"]
+    out["human_level_rates"] = human_level_rates([s.level for t, s in rows if not t.campaign and t.kind == "human"])
     for kind in sorted(set(kinds.tolist()) - {"human"}):
         sel = kinds == kind
         out["by_kind"][kind] = {"records": int(sel.sum()), "recall": float(alert[sel].mean()),
@@ -566,6 +581,10 @@ class Demo:
             auc = ev.get("roc_auc")
             p(f"  {label} retrain ({version}): {ev['records']} records, precision {ev['precision']:.3f}, "
               f"recall {ev['recall']:.3f}, ROC AUC {auc:.3f}" if auc is not None else f"  {label}: {ev['records']} records")
+            rates = ev.get("human_level_rates") or {}
+            if rates:
+                p("      live humans at or above each level (design rate): "
+                  + ", ".join(f"{lv} {r['live'] * 100:.2f} % ({r['design'] * 100:g} %)" for lv, r in rates.items()))
             for kind, k in ev["by_kind"].items():
                 kauc = k.get("roc_auc")
                 p(f"      {kind:<22} n={k['records']:<6} recall {k['recall']:.3f}  "

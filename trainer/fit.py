@@ -26,11 +26,11 @@ import numpy as np
 
 from ja4_core.detectors import AutoencoderDetector, EIFDetector, XGBDetector
 from ja4_core.ensemble import Ensemble, ScoreBatch, impute
+from ja4_core.features import LEVEL_QUANTILES
 from trainer.combine import constructed_anomalies, decide_combination, level_rates
 
 #: Quantiles of the combined score on the human validation split that start each level:
 #: about 10 % of humans are LOW or above, 3 % MEDIUM, 1 % HIGH, 0.1 % CRITICAL.
-LEVEL_QUANTILES: dict[str, float] = {"LOW": 0.90, "MEDIUM": 0.97, "HIGH": 0.99, "CRITICAL": 0.999}
 
 
 @dataclass
