@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import pytest
@@ -171,75 +171,74 @@ def leader_of(bootstrap: str, topic: str, partition: int) -> int:
     return meta.topics[topic].partitions[partition].leader
 
 
-def test_kill9_the_leader_of_a_features_partition(cluster, setup, tmp_path) -> None:
-    store, info, env = setup
+def one_worker_fault(cluster, env: dict[str, str], tmp_path, name: str,
+                     fault: Callable[[], tuple[float, int | None]], *, settle_s: float = 2.0,
+                     collect_s: float = 120.0) -> dict:
+    """One worker under the steady load; ``fault`` breaks the cluster and brings it back, and
+    returns when it struck and which features partition it hit (None: all). Then the cluster
+    must be whole again, the worker alive, and every acknowledged record scored."""
     w = Worker(env, tmp_path).start()
     try:
         w.wait_ready(90)
         with Load(cluster.bootstrap, env["TOPIC_FEATURES"]) as load:
             time.sleep(3)
-            victim = cluster.node(leader_of(cluster.bootstrap, env["TOPIC_FEATURES"], 0))
-            fault_at = time.time()
-            victim.kill9()
-            time.sleep(8)
-            victim.start()
+            fault_at, partition = fault()
             cluster.wait_ready(120)
-            time.sleep(2)
-        scores = collect(cluster.bootstrap, env["TOPIC_SCORES"], load.acked)
-        assert w.proc.poll() is None, "the worker survived"
+            time.sleep(settle_s)
+        scores = collect(cluster.bootstrap, env["TOPIC_SCORES"], load.acked, timeout=collect_s)
+        assert w.proc.poll() is None, f"the worker survived:\n{w.log()[-3000:]}"
     finally:
         w.stop()
-    row = count("kill -9 the leader of features partition 0", load, scores, recovery_after(load, scores, fault_at, 0))
+    row = count(name, load, scores, recovery_after(load, scores, fault_at, partition))
     assert row["lost"] == 0
+    return row
+
+
+def test_kill9_the_leader_of_a_features_partition(cluster, setup, tmp_path) -> None:
+    _store, _info, env = setup
+
+    def fault() -> tuple[float, int | None]:
+        victim = cluster.node(leader_of(cluster.bootstrap, env["TOPIC_FEATURES"], 0))
+        fault_at = time.time()
+        victim.kill9()
+        time.sleep(8)
+        victim.start()
+        return fault_at, 0
+
+    one_worker_fault(cluster, env, tmp_path, "kill -9 the leader of features partition 0", fault)
 
 
 def test_kill9_the_active_controller(cluster, setup, tmp_path) -> None:
-    store, info, env = setup
-    w = Worker(env, tmp_path).start()
-    try:
-        w.wait_ready(90)
-        with Load(cluster.bootstrap, env["TOPIC_FEATURES"]) as load:
-            time.sleep(3)
-            victim = cluster.node(cluster.active_controller())
-            fault_at = time.time()
-            victim.kill9()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and cluster.active_controller() == victim.node_id:
-                time.sleep(0.2)
-            assert cluster.active_controller() != victim.node_id, "a new controller was elected"
-            time.sleep(6)
-            victim.start()
-            cluster.wait_ready(120)
-            time.sleep(2)
-        scores = collect(cluster.bootstrap, env["TOPIC_SCORES"], load.acked)
-        assert w.proc.poll() is None, "the worker survived"
-    finally:
-        w.stop()
-    row = count("kill -9 the active controller", load, scores, recovery_after(load, scores, fault_at))
-    assert row["lost"] == 0
+    _store, _info, env = setup
+
+    def fault() -> tuple[float, int | None]:
+        victim = cluster.node(cluster.active_controller())
+        fault_at = time.time()
+        victim.kill9()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and cluster.active_controller() == victim.node_id:
+            time.sleep(0.2)
+        assert cluster.active_controller() != victim.node_id, "a new controller was elected"
+        time.sleep(6)
+        victim.start()
+        return fault_at, None
+
+    one_worker_fault(cluster, env, tmp_path, "kill -9 the active controller", fault)
 
 
 def test_stop_and_restart_one_broker(cluster, setup, tmp_path) -> None:
-    store, info, env = setup
-    w = Worker(env, tmp_path).start()
-    try:
-        w.wait_ready(90)
-        with Load(cluster.bootstrap, env["TOPIC_FEATURES"]) as load:
-            time.sleep(3)
-            victim = cluster.node(leader_of(cluster.bootstrap, env["TOPIC_FEATURES"], 1))
-            fault_at = time.time()
-            victim.stop(grace=30)  # SIGTERM: a controlled shutdown hands its leaderships over first
-            assert not victim.running
-            time.sleep(5)
-            victim.start()
-            cluster.wait_ready(120)
-            time.sleep(2)
-        scores = collect(cluster.bootstrap, env["TOPIC_SCORES"], load.acked)
-        assert w.proc.poll() is None, "the worker survived"
-    finally:
-        w.stop()
-    row = count("stop (SIGTERM) and restart one broker", load, scores, recovery_after(load, scores, fault_at, 1))
-    assert row["lost"] == 0
+    _store, _info, env = setup
+
+    def fault() -> tuple[float, int | None]:
+        victim = cluster.node(leader_of(cluster.bootstrap, env["TOPIC_FEATURES"], 1))
+        fault_at = time.time()
+        victim.stop(grace=30)  # SIGTERM: a controlled shutdown hands its leaderships over first
+        assert not victim.running
+        time.sleep(5)
+        victim.start()
+        return fault_at, 1
+
+    one_worker_fault(cluster, env, tmp_path, "stop (SIGTERM) and restart one broker", fault)
 
 
 def test_kill9_a_worker_while_a_broker_is_down(cluster, setup, tmp_path) -> None:
@@ -313,25 +312,19 @@ def test_a_model_announced_while_a_broker_is_down_reaches_every_replica(cluster,
 
 def test_restart_the_whole_cluster_with_its_data(cluster, setup, tmp_path) -> None:
     """Runs last: every node stopped, then started on its data directory; nothing acknowledged
-    before, during or after is lost (the scores read afterwards come from the disk)."""
-    store, info, env = setup
-    w = Worker(env, tmp_path).start()
-    try:
-        w.wait_ready(90)
-        with Load(cluster.bootstrap, env["TOPIC_FEATURES"]) as load:
-            time.sleep(4)
-            cluster.stop(grace=30)  # every node at once, each a clean shutdown
-            fault_at = time.time()  # from here no broker runs: the load buffers in its producer
-            time.sleep(2)
-            for n in cluster.nodes:
-                n.start()
-            cluster.wait_ready(120)
-            time.sleep(4)
-        scores = collect(cluster.bootstrap, env["TOPIC_SCORES"], load.acked, timeout=180)
-        assert w.proc.poll() is None, f"the worker survived the restart:\n{w.log()[-3000:]}"
-    finally:
-        w.stop()
-    # Recovery here: from the moment every node was down (2 s down, then started) until the
-    # first record sent after it was scored.
-    row = count("stop the whole cluster, start it on its data", load, scores, recovery_after(load, scores, fault_at))
-    assert row["lost"] == 0
+    before, during or after is lost (the scores read afterwards come from the disk). Recovery:
+    from the moment every node was down (2 s down, then started) until the first record sent
+    after it was scored."""
+    _store, _info, env = setup
+
+    def fault() -> tuple[float, int | None]:
+        time.sleep(1)
+        cluster.stop(grace=30)  # every node at once, each a clean shutdown
+        fault_at = time.time()  # from here no broker runs: the load buffers in its producer
+        time.sleep(2)
+        for n in cluster.nodes:
+            n.start()
+        return fault_at, None
+
+    one_worker_fault(cluster, env, tmp_path, "stop the whole cluster, start it on its data", fault,
+                     settle_s=4.0, collect_s=180.0)
