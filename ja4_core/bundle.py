@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -158,16 +158,28 @@ class ModelStore:
         except BundleError:
             return None
 
-    def published_sha(self, model: str, version: str) -> str | None:
-        """The manifest sha256 the trainer's ``PUBLISHED`` marker records for ``version`` (the
-        announcement the broker confirmed), or None when the marker names another version or is
-        missing or unreadable."""
+    def read_published(self, model: str) -> dict[str, Any]:
+        """The trainer's ``PUBLISHED`` marker: the last announcement the broker confirmed
+        ({} when there is none, or it is unreadable)."""
         try:
             raw = _read_regular(self.model_dir(model) / PUBLISHED, MAX_POINTER_BYTES * 64, "marker", missing_ok=True)
             marker = json.loads(raw) if raw is not None else None
         except (BundleError, ValueError):
-            return None
-        if not isinstance(marker, dict) or marker.get("version") != version:
+            return {}
+        return marker if isinstance(marker, dict) else {}
+
+    def write_published(self, model: str, record: Mapping[str, Any]) -> None:
+        """Replace the ``PUBLISHED`` marker atomically (temp file + rename)."""
+        base = self.model_dir(model)
+        tmp = base / f"{TMP_PREFIX}{PUBLISHED}-{secrets.token_hex(4)}"
+        tmp.write_text(json.dumps(dict(record)))
+        os.replace(tmp, base / PUBLISHED)
+
+    def published_sha(self, model: str, version: str) -> str | None:
+        """The manifest sha256 the ``PUBLISHED`` marker records for ``version``, or None when the
+        marker names another version or is missing or unreadable."""
+        marker = self.read_published(model)
+        if marker.get("version") != version:
             return None
         sha = marker.get("manifest_sha256")
         return sha if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) else None

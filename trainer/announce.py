@@ -9,44 +9,32 @@ outage of ClickHouse does not hold back an announcement that only needs Kafka.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ja4_core.bundle import TMP_PREFIX, ModelStore, read_manifest
+from ja4_core.bundle import PUBLISHED, ModelStore, read_manifest
 from ja4_core.errors import BundleError
 from ja4_core.settings import Settings
 from trainer.publish import PUBLISH_TIMEOUT_S, PublishError, publish_activate
 
 log = logging.getLogger(__name__)
 
-PUBLISHED = "PUBLISHED"
-
-
 def marker_path(store: ModelStore, model: str) -> Path:
     return store.model_dir(model) / PUBLISHED
 
 
 def read_marker(store: ModelStore, model: str) -> dict[str, Any]:
-    """The last confirmed announcement ({} when none or unreadable)."""
-    try:
-        return json.loads(marker_path(store, model).read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
+    """The last confirmed announcement ({} when none or unreadable); the store owns the file."""
+    return store.read_published(model)
 
 
 def write_marker(store: ModelStore, model: str, settings: Settings, version: str, sha: str) -> None:
-    """Record a confirmed announcement (atomically: temp file + rename)."""
-    base = store.model_dir(model)
-    tmp = base / f"{TMP_PREFIX}{PUBLISHED}-{secrets.token_hex(4)}"
-    tmp.write_text(json.dumps({"version": version, "manifest_sha256": sha, "topic": settings.topic_control,
-                               "bootstrap": settings.kafka_bootstrap_servers,
-                               "published_at": datetime.now(timezone.utc).isoformat()}))
-    os.replace(tmp, marker_path(store, model))
+    """Record a confirmed announcement in the store's ``PUBLISHED`` marker."""
+    store.write_published(model, {"version": version, "manifest_sha256": sha, "topic": settings.topic_control,
+                                  "bootstrap": settings.kafka_bootstrap_servers,
+                                  "published_at": datetime.now(timezone.utc).isoformat()})
 
 
 def announce(settings: Settings, store: ModelStore, model: str, version: str, manifest_sha256: str, *,
