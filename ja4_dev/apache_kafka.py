@@ -534,6 +534,22 @@ class KafkaCluster:
             raise KafkaHarnessError("no running node knows the controller quorum's leader yet")
         return best[0]
 
+    def wait_controller_other_than(self, node_id: int, timeout: float = 30.0) -> int:
+        """Wait until the running nodes agree on a quorum leader other than ``node_id`` (after
+        that node was killed) and return it. During the election no running node knows a
+        leader, which is a state to wait through, not an error."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                leader = self.active_controller()
+                if leader != node_id:
+                    return leader
+            except KafkaHarnessError:
+                pass
+            if time.monotonic() >= deadline:
+                raise KafkaHarnessError(f"no controller other than node {node_id} elected within {timeout}s")
+            time.sleep(0.2)
+
     def wait_in_sync(self, timeout: float = 60.0) -> None:
         """Wait until every partition of every topic has all its replicas in sync (after a node
         came back: the next fault must not find a partition already short of its ISR)."""
