@@ -210,7 +210,8 @@ def scorer_worker(env: dict[str, str], cwd: Path) -> Proc:
     return Proc([sys.executable, "-m", "stream_scorer.cli", "worker"], env, cwd, name="scorer")
 
 
-def wait_partitions(workers: list[Proc], topic_partitions: int = PARTITIONS, timeout: float = 90.0) -> None:
+def wait_partitions(workers: list[Proc], topic_partitions: int = PARTITIONS, timeout: float = 90.0,
+                    poll_s: float = 0.3) -> None:
     """Every worker ready and the partitions split without overlap."""
     for w in workers:
         w.wait_http("/ready", lambda s, b: s == 200, timeout)
@@ -220,7 +221,7 @@ def wait_partitions(workers: list[Proc], topic_partitions: int = PARTITIONS, tim
         flat = [p for ps in parts for p in ps]
         if all(parts) and len(flat) == len(set(flat)) == topic_partitions:
             return
-        time.sleep(0.3)
+        time.sleep(poll_s)
     raise RuntimeError(f"partitions not split between workers: {parts}")
 
 

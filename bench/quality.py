@@ -18,7 +18,9 @@ features) and for the simulator (:mod:`ja4_dev.simulator`, without and with anal
 * ``met`` per target: ``anomaly_score`` >= every member - 0.005 and >= the original's fixed
   weights - 0.005; with labels, ``anomaly_score`` >= the best member;
 * the operating point: the share of held-out humans at or above each threat level next to its
-  design rate (10/3/1/0.1 %), and whether each is within a factor of 2 (informational).
+  design rate (10/3/1/0.1 %), and whether each is within a factor of 2 (informational); the
+  recall of the held-out anomalies at each level and at 1 % / 5 % human alerts, per bot kind
+  on the simulator (:func:`trainer.report.operating_point`).
 
 With labels, the supervised member trains on the labelled rows of the training period and the
 combination is fitted on those of the validation period (never on rows a member trained on).
@@ -47,6 +49,7 @@ from stream_scorer.scoring import score_values
 from trainer.combine import roc_auc
 from trainer.fit import FitConfig, fit_ensemble
 from trainer.prepare import prepare_baseline, select
+from trainer.report import operating_point
 from trainer.run import fit_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,7 +138,8 @@ def judge(scores: dict[str, np.ndarray], y: np.ndarray, labelled: bool) -> dict[
 
 def run_case(name: str, baseline: np.ndarray, features: tuple[str, ...], X_test: np.ndarray, y_test: np.ndarray,
              config: FitConfig, *, xgb_data: tuple[np.ndarray, np.ndarray] | None = None,
-             labelled_val: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+             labelled_val: tuple[np.ndarray, np.ndarray] | None = None,
+             kinds: np.ndarray | None = None) -> dict[str, Any]:
     """Fit through the trainer's functions, write and load the bundle, score through the scorer."""
     t = time.monotonic()
     prepared = prepare_baseline(baseline, features)
@@ -165,6 +169,11 @@ def run_case(name: str, baseline: np.ndarray, features: tuple[str, ...], X_test:
     result["levels_within_2x"] = all(r["design"] and r["design"] / 2 <= r["held_out"] <= r["design"] * 2
                                      for r in result["human_rate_per_level"].values())
     result["levels_set_on"] = combination.get("levels_set_on")
+    # recall of the held-out anomalies (bots) at each level and at 1 % / 5 % human alerts, per kind
+    bots = y_test == 1
+    result["operating_point"] = operating_point(scores["anomaly_score"][bots], bundle.ensemble.thresholds,
+                                                combination.get("alert_cuts"),
+                                                kinds=None if kinds is None else np.asarray(kinds)[bots])
     result.update(name=name, n_features=len(features), n_baseline=len(baseline),
                   weights={"ae": fit.ensemble.ae_weight, "xgb": fit.ensemble.xgb_weight},
                   method=combination.get("method"), evidence=combination.get("evidence"),
@@ -198,12 +207,14 @@ def simulator_cases(b: Budget) -> list[dict[str, Any]]:
         return X, np.array([r["label"] != "human" for r in recs], dtype=int)
 
     base, _ = matrix(sim.records(b.sim_rows))      # unlabelled traffic: bots included
-    X_test, y_test = matrix(sim.records(max(1000, b.sim_rows // 2)))
-    out = [run_case("simulator", base, features, X_test, y_test, b.config)]
+    test = sim.records(max(1000, b.sim_rows // 2))
+    kinds = np.array([r["bot_kind"] for r in test], dtype=object)
+    X_test, y_test = matrix(test)
+    out = [run_case("simulator", base, features, X_test, y_test, b.config, kinds=kinds)]
     n_lab = max(600, b.sim_rows // 5)
     lab_train, lab_val = matrix(sim.records(n_lab)), matrix(sim.records(n_lab))
     out.append(run_case("simulator+labels", base, features, X_test, y_test, b.config,
-                        xgb_data=lab_train, labelled_val=lab_val))
+                        xgb_data=lab_train, labelled_val=lab_val, kinds=kinds))
     return out
 
 
@@ -248,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         rates = r["human_rate_per_level"]
         print(f"  {r['name']:<22}" + "  ".join(f"{k} {v['held_out']:.4f} ({v['design']})" for k, v in rates.items()))
+    print("\nrecall of held-out bots by kind (at HIGH / at 1 % / at 5 % human alerts):")
+    for r in results:
+        for kind, k in (r["operating_point"].get("by_kind") or {}).items():
+            rec = k["recall"]
+            print(f"  {r['name']:<22}{kind:<24}n={k['n_bots']:<6}{rec['HIGH']:.3f} / "
+                  f"{rec.get('at_1pct_human_alerts', float('nan')):.3f} / {rec.get('at_5pct_human_alerts', float('nan')):.3f}")
     met = all(all(r["met"].values()) for r in results)
     print(f"\nall targets met: {'yes' if met else 'NO'}" + (" (quick: figures not meaningful)" if args.quick else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 log(f"scorer: 1 worker (SCORER_BATCH_WAIT_MS={BATCH_WAIT_MS})")
                 with sb.Session(bootstrap, store.root, work, f"{suffix}-w1", 1, BATCH_WAIT_MS) as s:
+                    results["start_to_ready_s"] = {"1_worker": s.start_to_ready_s}
                     results["throughput"] = sb.throughput(s, tp_records, shapes)
                     max_rate = (results["throughput"][0].get("records_per_s_steady")
                                 or results["throughput"][0]["records_per_s"])
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                         results["reload_memory"] = sb.reload_memory(s, infos, 10 if quick else 50)
                 log("scorer: 2 workers")
                 with sb.Session(bootstrap, store.root, work, f"{suffix}-w2", 2, BATCH_WAIT_MS) as s:
+                    results["start_to_ready_s"]["2_workers"] = s.start_to_ready_s
                     results["throughput"] += sb.throughput(s, tp_records, shapes)
                     if "reload" not in args.skip:
                         results["reload"] = sb.reloads(s, traffic, infos, 5 if quick else 20,

@@ -23,14 +23,20 @@ class Session:
         self.n_workers = n_workers
         self.workdir = workdir
         self.counter: Counter | None = None
+        #: Seconds from starting the workers to every one ready (model loaded, partitions split).
+        self.start_to_ready_s: float | None = None
 
     def __enter__(self) -> "Session":
         create_topics(self.bootstrap, [self.env["TOPIC_FEATURES"], self.env["TOPIC_SCORES"], self.env["TOPIC_DLQ"]])
         create_topics(self.bootstrap, [self.env["TOPIC_CONTROL"]], partitions=1, config={"cleanup.policy": "compact"})
         try:
+            t0 = time.perf_counter()
             for _ in range(self.n_workers):
                 self.workers.append(scorer_worker(self.env, self.workdir).start())
-            wait_partitions(self.workers)
+            wait_partitions(self.workers, poll_s=0.05)
+            self.start_to_ready_s = time.perf_counter() - t0
+            log(f"  {self.n_workers} worker(s): start -> ready (model loaded, partitions assigned) "
+                f"{self.start_to_ready_s:.2f} s")
             self.counter = Counter(self.bootstrap, self.env["TOPIC_SCORES"], keep=True)
         except BaseException:
             self.close()

@@ -9,12 +9,22 @@ Layout (see the contract)::
     MODEL_STORE/<model>/<version>/eif.isotree     isotree's own serialisation
     MODEL_STORE/<model>/<version>/ae.pt           torch state dict (weights_only loadable)
     MODEL_STORE/<model>/<version>/xgb.ubj         optional, XGBoost UBJSON
+    MODEL_STORE/<model>/<version>/eif.forest.safetensors, ae.weights.safetensors
+                                                   optional compact files (under ``compact_files``):
+                                                   the compiled evaluators' arrays, memory-mapped
     MODEL_STORE/<model>/CURRENT                   name of the active version
     MODEL_STORE/<model>/.lock                     held by a trainer while it writes
 
 A bundle is written under a ``.tmp-`` name and renamed into place, so a reader never sees a
 half-written one; :func:`load_bundle` verifies every checksum before any model file is
 parsed. Nothing here uses pickle. The trainer and the scorer both import this module.
+
+Compact files (issue 20): the manifest's ``compact_files`` maps each member's compact file to its
+sha256, apart from ``files`` so that readers from before them load these bundles unchanged (they
+ignore the key). A reader serving the compiled evaluators maps the compact files and builds the
+members from them, without parsing isotree's file or importing torch; it still checks the sha256
+of every file of ``files`` (through a mapping, without copying), so a damaged bundle is refused
+whichever of its files is damaged. Bundles without compact files load as before.
 """
 
 from __future__ import annotations
@@ -23,13 +33,16 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import math
+import mmap
 import os
 import re
 import secrets
 import shutil
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +52,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from ja4_core.detectors import REGISTRY, REQUIRED, AutoencoderDetector, EIFDetector
+from ja4_core.detectors.arrays import UnsupportedVersion
 from ja4_core.ensemble import Ensemble, impute
 from ja4_core.errors import BundleError, ControlError, StoreLockedError
 from ja4_core.features import SCORE_LEVELS
@@ -53,6 +67,12 @@ MAX_POINTER_BYTES = 256
 TMP_PREFIX = ".tmp-"
 #: The only files a manifest may reference: plain names, never paths.
 ALLOWED_FILES = frozenset(cls.FILENAME for cls in REGISTRY.values())
+#: The compact files a manifest's ``compact_files`` may list, by member.
+COMPACT_FILES: dict[str, str] = {m: cls.COMPACT_FILENAME for m, cls in REGISTRY.items() if cls.COMPACT_FILENAME}
+#: Which evaluator setting value serves a member from its compact file.
+_COMPACT_EVALUATOR = "compiled"
+
+log = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 #: Largest model file read into memory for verification (the default EIF is ~37 MB).
 MAX_MODEL_FILE_BYTES = 2 * 1024**3
@@ -307,9 +327,12 @@ def write_bundle(store: ModelStore, ensemble: Ensemble, *, model: str, version: 
         if smoke_rows is not None and len(smoke_rows):
             manifest["smoke"] = smoke_section(ensemble, smoke_rows)
         manifest["files"] = {name: sha256_file(tmp / name) for name in files}
+        compact = _write_compact(tmp, ensemble, manifest)
+        if compact:
+            manifest["compact_files"] = compact
         body = json.dumps(manifest, default=_json_default, indent=1, allow_nan=False).encode()
         (tmp / MANIFEST).write_bytes(body)
-        for name in [*files, MANIFEST]:
+        for name in [*files, *compact, MANIFEST]:
             with open(tmp / name, "rb") as fh:
                 os.fsync(fh.fileno())
         _fsync_dir(tmp)
@@ -320,6 +343,21 @@ def write_bundle(store: ModelStore, ensemble: Ensemble, *, model: str, version: 
         raise
     size = sum(p.stat().st_size for p in final.iterdir())
     return BundleInfo(model, version, final, final.as_uri(), hashlib.sha256(body).hexdigest(), size)
+
+
+def _write_compact(directory: Path, ensemble: Ensemble, manifest: dict[str, Any]) -> dict[str, str]:
+    """Each member's compact file (when its compiled evaluator matched the library on the probe
+    rows), named in the member's section as ``compact``; returns {file: sha256}."""
+    probe = evaluator_probe(manifest, ensemble.medians)
+    written: dict[str, str] = {}
+    for member, det in ensemble.members().items():
+        name = COMPACT_FILES.get(member)
+        data = det.compact_bytes(probe) if name else None
+        if name and data is not None:
+            (directory / name).write_bytes(data)
+            manifest[member]["compact"] = name
+            written[name] = hashlib.sha256(data).hexdigest()
+    return written
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -439,6 +477,18 @@ def _validate_manifest(m: Any, where: Path) -> None:
             continue
         if not isinstance(section, dict) or section.get("file") != fname or fname not in files:
             raise bad(f"{member} section must name {fname}, listed under files")
+    compact = m.get("compact_files", {})
+    if not isinstance(compact, dict):
+        raise bad("compact_files must map file names to sha256")
+    for name, digest in compact.items():
+        if name not in COMPACT_FILES.values():
+            raise bad(f"compact_files references {name!r}, which is not one of {', '.join(sorted(COMPACT_FILES.values()))}")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise bad(f"sha256 of {name} is malformed")
+    for member, name in COMPACT_FILES.items():
+        section = m.get(member)
+        if isinstance(section, dict) and "compact" in section and (section["compact"] != name or name not in compact):
+            raise bad(f"{member} section's compact file must be {name}, listed under compact_files")
     weights = m.get("weights", {})
     if not isinstance(weights, dict) or not all(
             isinstance(weights.get(k, 0.0), (int, float)) and 0.0 <= weights.get(k, 0.0) <= 1.0 for k in ("ae", "xgb")):
@@ -471,14 +521,63 @@ def _validate_combination(c: Any, m: dict[str, Any], bad: Any) -> None:
                       "(non-decreasing, inside (0, 1)) lists of finite numbers")
 
 
-def read_verified(path: Path, manifest: dict[str, Any]) -> dict[str, bytes]:
+def map_verified(path: Path, expected_sha256: str) -> mmap.mmap:
+    """Map a bundle file read-only and check the sha256 of the mapped bytes: the mapping
+    returned is what the model is then built from, in place (no copy).
+
+    Why this is still verify-before-use (no time-of-check/time-of-use gap through the path):
+    the file is opened once (never through a symlink) and mapped from that descriptor, so the
+    mapping is of the inode that was opened, not of whatever the path names later; the hash is
+    computed over the mapped pages themselves, and the model reads those same pages. The store
+    changes only by writing new files and renaming them into place (bundles, ``CURRENT``), and
+    a rename, a replacement or a deletion of the path after the check leaves this mapping on
+    the verified inode (a deleted file lives on until unmapped). What a mapping cannot rule
+    out, and a copy would, is an in-place write into that same inode after the check - by a
+    writer who may already rewrite the store, which nothing in this product does. Against such
+    a writer the smoke check of the load (recorded scores) is the remaining line.
+
+    :raises BundleError: missing, not a regular file, empty, too large, or a different sha256."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:  # FileNotFoundError, ELOOP for a symlink, EACCES, ...
+        raise BundleError(f"{path.parent}: file {path.name} is missing or not a regular file ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError(f"{path.parent}: file {path.name} is missing or not a regular file")
+        if not 0 < info.st_size <= MAX_MODEL_FILE_BYTES:
+            raise BundleError(f"{path}: file of {info.st_size} bytes (empty, or more than {MAX_MODEL_FILE_BYTES})")
+        mapped = mmap.mmap(fd, info.st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    actual = hashlib.sha256(mapped).hexdigest()  # hashlib releases the GIL over large buffers
+    if actual != expected_sha256:
+        mapped.close()
+        raise BundleError(f"{path.parent}: sha256 of {path.name} is {actual[:12]}…, manifest says {expected_sha256[:12]}…")
+    return mapped
+
+
+def _verify_unparsed(path: Path, digests: Mapping[str, str]) -> int:
+    """Check the sha256 of files no model is built from; return their total size."""
+    size = 0
+    for name, expected in digests.items():
+        with contextlib.closing(map_verified(path / name, expected)) as mapped:
+            size += len(mapped)
+    return size
+
+
+def read_verified(path: Path, manifest: dict[str, Any], hash_only: frozenset[str] = frozenset()) -> dict[str, bytes]:
     """Read every file the manifest lists, once each, and check the sha256 of the bytes read.
 
     The bytes returned are the only ones the models are built from (:func:`build_ensemble`):
     the files are never opened again, so a file replaced on disk after its check cannot be
-    loaded in its place. Opens no model parser."""
+    loaded in its place. Files in ``hash_only`` (not parsed: their members load from compact
+    files) are checked through a mapping and not returned. Opens no model parser."""
     verified: dict[str, bytes] = {}
     for name, expected in manifest["files"].items():
+        if name in hash_only:
+            map_verified(path / name, expected).close()
+            continue
         data = _read_required(path / name, MAX_MODEL_FILE_BYTES, "file")
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
@@ -492,14 +591,30 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> int:
     return sum(len(data) for data in read_verified(path, manifest).values())
 
 
-def build_ensemble(manifest: dict[str, Any], files: dict[str, bytes], *, nthreads: int = 1,
-                   eif_evaluator: str = "compiled", ae_evaluator: str = "compiled") -> Ensemble:
+def compact_plan(manifest: dict[str, Any], *, eif_evaluator: str = "compiled",
+                 ae_evaluator: str = "compiled") -> dict[str, str]:
+    """{member: compact file} of the members that load from their compact file: those whose
+    evaluator setting is ``compiled`` and whose bundle has one."""
+    wanted = {"eif": eif_evaluator, "ae": ae_evaluator}
+    listed = manifest.get("compact_files") or {}
+    return {member: name for member, name in COMPACT_FILES.items()
+            if wanted.get(member) == _COMPACT_EVALUATOR and isinstance(manifest.get(member), dict)
+            and manifest[member].get("compact") == name and name in listed}
+
+
+def build_ensemble(manifest: dict[str, Any], files: Mapping[str, Any], *, nthreads: int = 1,
+                   eif_evaluator: str = "compiled", ae_evaluator: str = "compiled",
+                   compact: Mapping[str, Any] | None = None) -> Ensemble:
     """Build the ensemble from a validated manifest and the verified bytes of its files: each
     registered member the manifest has a section for is rebuilt by its own ``load`` from those
-    bytes, never from the store's files (which a writer could replace after the check)."""
+    bytes, never from the store's files (which a writer could replace after the check).
+    ``compact`` maps members to the verified contents of their compact files (mappings, from
+    :func:`map_verified`): those members are rebuilt by ``load_compact`` instead."""
     features = tuple(manifest["features"])
     n = len(features)
-    members = {member: cls.load(files[cls.FILENAME], manifest[member], n, nthreads=nthreads)
+    compact = compact or {}
+    members = {member: (cls.load_compact(compact[member], manifest[member], n, nthreads=nthreads)
+                        if member in compact else cls.load(files[cls.FILENAME], manifest[member], n, nthreads=nthreads))
                for member, cls in REGISTRY.items() if manifest.get(member)}
     eif, ae = members["eif"], members.get("ae")
     assert isinstance(eif, EIFDetector) and (ae is None or isinstance(ae, AutoencoderDetector))
@@ -511,9 +626,9 @@ def build_ensemble(manifest: dict[str, Any], files: dict[str, bytes], *, nthread
                         xgb_weight=float(weights.get("xgb", 0.2)),
                         thresholds={k: float(v) for k, v in manifest["thresholds"].items()},
                         tables=combination.get("tables") if combination else None, combination=combination)
-    if eif_evaluator == "compiled":
+    if eif_evaluator == "compiled" and "eif" not in compact:
         eif.use_compiled(evaluator_probe(manifest, ensemble.medians), files[eif.FILENAME])
-    if ae is not None and ae_evaluator == "compiled":
+    if ae is not None and ae_evaluator == "compiled" and "ae" not in compact:
         ae.use_compiled(evaluator_probe(manifest, ensemble.medians))
     return ensemble
 
@@ -528,13 +643,33 @@ def load_bundle(path: Path, *, expected_manifest_sha256: str | None = None, nthr
 
     ``eif_evaluator='compiled'`` switches the EIF to the compiled evaluator of the same forest
     once it gave isotree's scores on :func:`evaluator_probe` rows (isotree otherwise);
-    ``ae_evaluator='compiled'`` does the same for the autoencoder's weights (torch otherwise)."""
+    ``ae_evaluator='compiled'`` does the same for the autoencoder's weights (torch otherwise).
+    With those settings, a member that has a compact file is built from it, mapped
+    (:func:`map_verified`), without isotree's parser or torch; its portable file is then only
+    hashed. A compact file of a version this reader does not know falls back to the portable file."""
     path = Path(path)
     manifest, digest, manifest_size = _read_manifest_sized(path, expected_manifest_sha256)
-    files = read_verified(path, manifest)
-    ensemble = build_ensemble(manifest, files, nthreads=nthreads, eif_evaluator=eif_evaluator,
-                              ae_evaluator=ae_evaluator)
-    size = sum(len(data) for data in files.values()) + manifest_size
+    plan = compact_plan(manifest, eif_evaluator=eif_evaluator, ae_evaluator=ae_evaluator)
+    portable = {REGISTRY[member].FILENAME: manifest["files"][REGISTRY[member].FILENAME] for member in plan}
+    parsed = {"files": {name: sha for name, sha in manifest["files"].items() if name not in portable}}
+    # The unparsed portable files (isotree's 28-38 MB) are hashed on a second thread meanwhile
+    # (hashlib releases the GIL); the bundle is refused unless they match too.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ja4-verify") as pool:
+        unparsed = pool.submit(_verify_unparsed, path, portable)
+        mapped = {member: map_verified(path / name, manifest["compact_files"][name]) for member, name in plan.items()}
+        try:
+            files = read_verified(path, parsed)
+            ensemble = build_ensemble(manifest, files, nthreads=nthreads, eif_evaluator=eif_evaluator,
+                                      ae_evaluator=ae_evaluator, compact=mapped)
+        except UnsupportedVersion as exc:
+            log.warning("%s: %s; loading the portable files", path, exc)
+            mapped = {}
+            files = read_verified(path, manifest)
+            ensemble = build_ensemble(manifest, files, nthreads=nthreads, eif_evaluator=eif_evaluator,
+                                      ae_evaluator=ae_evaluator)
+        unparsed_size = unparsed.result()
+    size = (sum(len(data) for data in files.values()) + manifest_size + sum(len(m) for m in mapped.values())
+            + (unparsed_size if mapped else 0))
     return LoadedBundle(model=str(manifest.get("model_name", path.parent.name)),
                         version=str(manifest.get("version", path.name)), path=path, manifest=manifest,
                         manifest_sha256=digest, ensemble=ensemble, size_bytes=size)

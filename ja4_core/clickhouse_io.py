@@ -71,6 +71,30 @@ SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("country_code", "String"),
     ("browser_family", "String"),
     ("bot_name", "String"),
+    # added with the reasons (issue 18, ja4_core.reasons): JSON text of the record's list;
+    # ALTERed into older tables by init_db (their rows read '[]')
+    ("reasons", "String"),
+)
+
+#: Most characters of a score record's ``reasons`` JSON that a row takes (3 reasons are ~300).
+MAX_REASONS_JSON = 4096
+
+#: The challenger's score records beside the champion's score and level for the same record
+#: (written by the sink, read by the trainer's judge: :mod:`ja4_core.shadow_table`).
+SHADOW_TABLE = "ml_shadow_scores"
+SHADOW_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("window_start", "DateTime('UTC')"),
+    ("src_ip", "String"),
+    ("ja4", "String"),
+    ("host", "String"),
+    ("anomaly_score", "Float64"),
+    ("threat_level", "LowCardinality(String)"),
+    ("model_name", "String"),
+    ("model_version", "String"),
+    ("champion_version", "String"),
+    ("champion_anomaly_score", "Float64"),
+    ("champion_threat_level", "LowCardinality(String)"),
+    ("scored_at", "DateTime64(3, 'UTC')"),
 )
 
 LABEL_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -81,6 +105,8 @@ LABEL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("label", "LowCardinality(String)"),
     ("source", "String"),
     ("created_at", "DateTime64(3, 'UTC')"),
+    ("analyst", "String"),  # added with the label feed (ja4_core.label_record): ALTERed into older tables
+    ("note", "String"),
 )
 
 #: One row per training decision: trained, reused, rejected, drift (= retrained because of
@@ -235,11 +261,28 @@ def score_row(r: Mapping[str, Any]) -> list[Any]:
     if not isinstance(imputed, list):
         raise SchemaError(f"field 'imputed' must be a list of feature names, got {type(imputed).__name__}")
     scored_at = to_datetime(r["scored_at"], "scored_at") if r.get("scored_at") is not None else datetime.now(timezone.utc)
+    reasons = _reasons_json(r.get("reasons"))
     return [window, _text(r["src_ip"]), _text(r["ja4"]), _text(r["host"]), anomaly, eif,
             _float_or_none(r.get("ae_score")), _float_or_none(r.get("xgb_prob")),
             _text(r["threat_level"]), _text(r.get("model_name", "")), _text(r["model_version"]),
             scored_at, [str(x) for x in imputed], _int_or_none(r.get("asn_number")), _text(r.get("country_code")),
-            _text(r.get("browser_family")), _text(r.get("bot_name"))]
+            _text(r.get("browser_family")), _text(r.get("bot_name")), reasons]
+
+
+def _reasons_json(value: Any) -> str:
+    """A score record's ``reasons`` as the column's JSON text: ``[]`` when absent (a scorer from
+    before issue 18); anything but a list of objects, or an oversized one, is a SchemaError."""
+    if value is None:
+        return "[]"
+    if not isinstance(value, list) or not all(isinstance(x, Mapping) for x in value):
+        raise SchemaError(f"field 'reasons' must be a list of objects, got {value!r:.80}")
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"field 'reasons' is not JSON: {exc}") from None
+    if len(text) > MAX_REASONS_JSON:
+        raise SchemaError(f"field 'reasons' is {len(text)} characters of JSON, more than {MAX_REASONS_JSON}")
+    return text
 
 
 def _score_number(r: Mapping[str, Any], key: str) -> float:
@@ -528,12 +571,23 @@ class ClickHouseIO:
         self.client.command(
             f"CREATE TABLE IF NOT EXISTS {self.table(SCORES_TABLE)} ({self._cols(SCORE_COLUMNS)}) "
             "ENGINE = ReplacingMergeTree(scored_at) ORDER BY (window_start, src_ip, ja4, host, model_version)")
+        if "reasons" not in self.columns(SCORES_TABLE):  # a table created before the reasons (issue 18);
+            # only then: an operator's view or a user without ALTER rights stays usable as before
+            self.client.command(
+                f"ALTER TABLE {self.table(SCORES_TABLE)} ADD COLUMN IF NOT EXISTS reasons String DEFAULT '[]'")
         self.client.command(
             f"CREATE TABLE IF NOT EXISTS {self.table(LABELS_TABLE)} ({self._cols(LABEL_COLUMNS)}) "
             "ENGINE = MergeTree ORDER BY (window_start, src_ip, ja4, host, created_at)")
+        have = self.columns(LABELS_TABLE)
+        for name in ("analyst", "note"):  # tables created before the label feed (no DDL when present)
+            if name not in have:
+                self.client.command(f"ALTER TABLE {self.table(LABELS_TABLE)} ADD COLUMN IF NOT EXISTS {ident(name)} String")
         self.client.command(
             f"CREATE TABLE IF NOT EXISTS {self.table(HISTORY_TABLE)} ({self._cols(HISTORY_COLUMNS)}) "
             "ENGINE = MergeTree ORDER BY (model_name, decided_at)")
+        self.client.command(  # the challenger's scores (issue 17, see ja4_core.shadow_table)
+            f"CREATE TABLE IF NOT EXISTS {self.table(SHADOW_TABLE)} ({self._cols(SHADOW_COLUMNS)}) "
+            "ENGINE = ReplacingMergeTree(scored_at) ORDER BY (model_name, model_version, window_start, src_ip, ja4, host)")
 
     @staticmethod
     def _cols(columns: Iterable[tuple[str, str]]) -> str:
@@ -618,9 +672,73 @@ class ClickHouseIO:
                     raise SchemaError(f"label row {i}: key field {key!r} is missing")
             data.append([to_epoch(r["window_start"]), _text(r["src_ip"]), _text(r["ja4"]), _text(r["host"]),
                          label, _text(r.get("source", source)),
-                         to_datetime(r["created_at"], "created_at") if r.get("created_at") is not None else now])
+                         to_datetime(r["created_at"], "created_at") if r.get("created_at") is not None else now,
+                         _text(r.get("analyst")), _text(r.get("note"))])
         self.client.insert(LABELS_TABLE, data, column_names=[c for c, _ in LABEL_COLUMNS], database=self.database)
         return len(data)
+
+    # -- the label feed and the review console -----------------------------------------
+    @staticmethod
+    def _keys_filter(keys: Sequence[tuple[int, str, str, str]]) -> tuple[str, dict[str, Any]]:
+        """WHERE text matching rows whose (window_start, src_ip, ja4, host) is one of ``keys``
+        (the window range first, so the primary key narrows the read)."""
+        sql = ("window_start >= toDateTime({k_lo:Int64}, 'UTC') AND window_start <= toDateTime({k_hi:Int64}, 'UTC')"
+               " AND (toInt64(toUnixTimestamp(window_start)), src_ip, ja4, host) IN (SELECT k.1, k.2, k.3, k.4 FROM"
+               " (SELECT arrayJoin(arrayZip({k_w:Array(Int64)}, {k_i:Array(String)}, {k_j:Array(String)},"
+               " {k_h:Array(String)})) AS k))")  # a set: one lookup per row
+        return sql, {"k_lo": min(k[0] for k in keys), "k_hi": max(k[0] for k in keys),
+                     "k_w": [int(k[0]) for k in keys], "k_i": [k[1] for k in keys],
+                     "k_j": [k[2] for k in keys], "k_h": [k[3] for k in keys]}
+
+    def scored_keys(self, keys: Sequence[tuple[int, str, str, str]]) -> set[tuple[int, str, str, str]]:
+        """Those of ``keys`` (epoch window, src_ip, ja4, host) that have a row in ``ml_all_scores``."""
+        if not keys:
+            return set()
+        where, params = self._keys_filter(keys)
+        result = self.client.query(
+            f"SELECT DISTINCT toInt64(toUnixTimestamp(window_start)), src_ip, ja4, host FROM {self.table(SCORES_TABLE)}"
+            f" WHERE {where}", parameters=params)
+        return {(int(w), i, j, h) for w, i, j, h in result.result_rows}
+
+    def latest_labels(self, keys: Sequence[tuple[int, str, str, str]]) -> dict[tuple[int, str, str, str], dict[str, Any]]:
+        """The newest label of each of ``keys`` that has one: ``{label, source, analyst, created_at}``."""
+        if not keys:
+            return {}
+        where, params = self._keys_filter(keys)
+        result = self.client.query(
+            "SELECT toInt64(toUnixTimestamp(window_start)), src_ip, ja4, host, argMax(label, created_at),"
+            " argMax(source, created_at), argMax(analyst, created_at), max(created_at)"
+            f" FROM {self.table(LABELS_TABLE)} WHERE {where} GROUP BY window_start, src_ip, ja4, host",
+            parameters=params)
+        return {(int(w), i, j, h): {"label": lab, "source": src, "analyst": who, "created_at": at}
+                for w, i, j, h, lab, src, who, at in result.result_rows}
+
+    def review_rows(self, *, since: int, levels: Sequence[str] = (), host: str = "", ja4: str = "",
+                    limit: int = 100) -> list[dict[str, Any]]:
+        """The most anomalous windows scored since ``since`` (epoch seconds), one row per window
+        (its newest score), with ``reasons`` (JSON text; ``"[]"`` on a table without that column)
+        and the window's newest label, if any: the review console's table. ``levels``: only
+        these threat levels (all when empty); ``host`` / ``ja4``: substrings, case-insensitive."""
+        has_reasons = "reasons" in self.columns(SCORES_TABLE)
+        reasons = ", argMax(reasons, scored_at)" if has_reasons else ", '[]'"
+        having = " HAVING has({levels:Array(String)}, level)" if levels else ""
+        result = self.client.query(
+            "SELECT toInt64(toUnixTimestamp(window_start)) AS w, src_ip, ja4, host,"
+            " argMax(anomaly_score, scored_at) AS score, argMax(threat_level, scored_at) AS level,"
+            " argMax(model_version, scored_at), max(scored_at)" + reasons +
+            f" FROM {self.table(SCORES_TABLE)}"
+            " WHERE scored_at >= toDateTime({since:Int64}, 'UTC')"
+            " AND positionCaseInsensitive(host, {host:String}) > 0 AND positionCaseInsensitive(ja4, {ja4:String}) > 0"
+            " GROUP BY window_start, src_ip, ja4, host" + having +
+            " ORDER BY score DESC, w DESC, src_ip LIMIT {limit:UInt64}",
+            parameters={"since": int(since), "levels": list(levels), "host": host, "ja4": ja4, "limit": int(limit)})
+        rows = [{"window_start": w, "src_ip": i, "ja4": j, "host": h, "anomaly_score": float(score),
+                 "threat_level": level, "model_version": version, "scored_at": at, "reasons": text or "[]"}
+                for w, i, j, h, score, level, version, at, text in result.result_rows]
+        labels = self.latest_labels([(r["window_start"], r["src_ip"], r["ja4"], r["host"]) for r in rows])
+        for r in rows:
+            r["label"] = labels.get((r["window_start"], r["src_ip"], r["ja4"], r["host"]))
+        return rows
 
     def record_decision(self, d: Decision) -> None:
         row = [d.decided_at, d.model_name, d.decision, d.reason, d.version, d.previous_version,

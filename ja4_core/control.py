@@ -1,4 +1,4 @@
-"""Control messages: build, sign, parse, verify and order ``activate`` announcements.
+"""Control messages: build, sign, parse, verify and order ``activate``, ``shadow`` and ``retire`` announcements.
 
 Value (JSON) on ``TOPIC_CONTROL``, key = model name::
 
@@ -22,6 +22,19 @@ reader's clock is refused (:class:`ControlFutureError`) rather than pinning ever
 until its date. :func:`latest_valid` applies that order to a whole topic; a starting replica,
 ``stream-scorer status`` and ``stream-trainer status`` all use it, and a running replica
 applies the same :func:`supersedes` message by message, so they end on the same version.
+
+**Champion and challenger** (issue 17). Two more types, signed and parsed like ``activate``
+and carrying the same fields: ``shadow`` announces a *challenger*, a version every replica
+loads beside the active model (the *champion*, set by ``activate``) with the same
+verification and refusals, scores every batch with as well and writes to the shadow topic
+only; ``retire`` ends the challenger it names. They are sent with the Kafka key
+``<model>/challenger`` (:func:`control_key`), so compaction keeps the champion's latest
+``activate`` (key ``<model>``) and the challenger's latest message side by side. The
+ordering rule stays :func:`supersedes`, applied per role: the champion is the latest
+``activate``, the challenger slot the latest ``shadow`` or ``retire``; and a challenger is
+live (:func:`challenger_live`) only while its ``shadow`` is later, by the same rule, than
+the champion's ``activate``: a promotion (an ordinary ``activate`` of the challenger's
+version) or any other activation ends the shadowing it follows.
 """
 
 from __future__ import annotations
@@ -57,6 +70,23 @@ W_UNSIGNED = ("CONTROL_SIGNING_KEY is unset: control messages are neither signed
               "who can write to the control topic can choose the model every replica serves")
 
 
+#: Message types and the role each one sets (see the module docstring).
+CHAMPION, CHALLENGER = "champion", "challenger"
+ROLE_OF_TYPE: dict[str, str] = {"activate": CHAMPION, "shadow": CHALLENGER, "retire": CHALLENGER}
+#: Kafka key suffix of the challenger's messages ('/' cannot occur in a model name).
+CHALLENGER_KEY_SUFFIX = "/challenger"
+
+
+def control_key(msg_type: str, model: str) -> bytes:
+    """The Kafka key of a message: the model name for ``activate``, ``<model>/challenger``
+    for ``shadow`` and ``retire``, so compaction never removes the champion's announcement.
+
+    >>> control_key("activate", "default"), control_key("shadow", "default")
+    (b'default', b'default/challenger')
+    """
+    return (model + (CHALLENGER_KEY_SUFFIX if ROLE_OF_TYPE[msg_type] == CHALLENGER else "")).encode()
+
+
 @dataclass(frozen=True)
 class ControlMessage:
     type: str
@@ -73,6 +103,11 @@ class ControlMessage:
     def issued_at_dt(self) -> datetime:
         """``issued_at`` as an aware UTC time (naive times are taken as UTC)."""
         return _parse_time(self.issued_at)
+
+    @property
+    def role(self) -> str:
+        """``champion`` (``activate``) or ``challenger`` (``shadow``, ``retire``)."""
+        return ROLE_OF_TYPE[self.type]
 
 
 def _quote(value: object) -> str:
@@ -107,7 +142,18 @@ def build_activate(*, model: str, version: str, uri: str, manifest_sha256: str, 
 
     ``issued_at`` defaults to now: every announcement, a rollback included, is newer than
     every earlier one (see :func:`supersedes`)."""
-    fields = {"type": "activate", "model": check_name(model, "model name"),
+    return build_control("activate", model=model, version=version, uri=uri, manifest_sha256=manifest_sha256,
+                         issued_by=issued_by, signing_key=signing_key, rollback=rollback, issued_at=issued_at)
+
+
+def build_control(msg_type: str, *, model: str, version: str, uri: str, manifest_sha256: str, issued_by: str,
+                  signing_key: str | None = None, rollback: bool = False,
+                  issued_at: datetime | None = None) -> bytes:
+    """The JSON value of a message of ``msg_type`` (``activate``, ``shadow`` or ``retire``),
+    signed when a key is given; send it with the key :func:`control_key` gives."""
+    if msg_type not in ROLE_OF_TYPE:
+        raise ControlMalformedError(f"type {_quote(msg_type)} is not one of {', '.join(ROLE_OF_TYPE)}")
+    fields = {"type": msg_type, "model": check_name(model, "model name"),
               "version": check_name(version, "version"), "uri": uri,
               "manifest_sha256": manifest_sha256,
               "issued_at": (issued_at or datetime.now(timezone.utc)).isoformat(),
@@ -140,8 +186,9 @@ def parse_control(value: bytes | None, keys: tuple[str, ...] = (), *, max_future
     for name, field_value in data.items():  # nested values cannot be signed or trusted
         if isinstance(field_value, (dict, list)):
             raise ControlMalformedError(f"field {_quote(name)} must be a scalar")
-    if data.get("type") != "activate":
-        raise ControlMalformedError(f"type {_quote(data.get('type'))} is not supported (expected 'activate')")
+    if data.get("type") not in ROLE_OF_TYPE:
+        raise ControlMalformedError(f"type {_quote(data.get('type'))} is not supported "
+                                    f"(expected one of {', '.join(ROLE_OF_TYPE)})")
     for name in ("model", "version", "uri", "manifest_sha256", "issued_at", "issued_by"):
         if not isinstance(data.get(name), str) or not data[name]:
             raise ControlMalformedError(f"field {name!r} missing or not a string")
@@ -198,6 +245,13 @@ def supersedes(candidate: ControlMessage, current: ControlMessage | None) -> boo
     return current is None or order_key(candidate) > order_key(current)
 
 
+def challenger_live(challenger: ControlMessage | None, champion: ControlMessage | None) -> bool:
+    """True when the challenger slot's latest message is a ``shadow`` later (by
+    :func:`supersedes`) than the champion's latest ``activate``: a challenger shadows until it
+    is retired or any activation (its promotion included) follows it."""
+    return challenger is not None and challenger.type == "shadow" and supersedes(challenger, champion)
+
+
 @dataclass(frozen=True)
 class ControlRecord:
     """One raw message of the control topic and where it was read."""
@@ -251,7 +305,10 @@ class ControlLedger:
         self.keys = keys
         self.max_future_skew_s = max_future_skew_s
         self.clock = clock or (lambda: datetime.now(timezone.utc))
+        #: The champion's latest ``activate`` per model.
         self.latest: dict[str, Chosen] = {}
+        #: The challenger slot's latest ``shadow`` or ``retire`` per model (see :meth:`live_challenger`).
+        self.challenger: dict[str, Chosen] = {}
         self.refused: Counter[str] = Counter()
         self.last_refused: dict[str, tuple[ControlRecord, ControlError]] = {}
         self._deferred: list[Chosen] = []
@@ -283,11 +340,19 @@ class ControlLedger:
         return [self._order(c.message, c.record) for c in ready]
 
     def _order(self, msg: ControlMessage, record: ControlRecord) -> Offer:
-        current = self.latest.get(msg.model)
+        slot = self.latest if msg.role == CHAMPION else self.challenger
+        current = slot.get(msg.model)
         if supersedes(msg, current.message if current else None):
-            self.latest[msg.model] = Chosen(msg, record)
+            slot[msg.model] = Chosen(msg, record)
             return Offer("latest", msg)
         return Offer("older", msg)
+
+    def live_challenger(self, model: str) -> Chosen | None:
+        """The ``shadow`` message of the challenger ``model``'s replicas load now, or None."""
+        chosen, champion = self.challenger.get(model), self.latest.get(model)
+        if chosen is not None and challenger_live(chosen.message, champion.message if champion else None):
+            return chosen
+        return None
 
     def _defer(self, msg: object, record: ControlRecord) -> None:
         if isinstance(msg, ControlMessage):

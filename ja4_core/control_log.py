@@ -1,5 +1,6 @@
 """The one reader of the control topic from outside a worker: ``stream-scorer status``,
 ``stream-trainer status`` (through ``trainer.publish.read_control_latest``), tests and the demo.
+It gives the latest champion of each model and its live challenger, if any.
 
 The topic is read from the start to the end and handed to :func:`.control.latest_valid`,
 the same choice a starting replica makes: what is reported is what a replica would serve,
@@ -17,6 +18,7 @@ from typing import Any, Iterator
 
 from ja4_core.control import ControlLedger, ControlMessage, ControlRecord, latest_valid, to_dict
 from ja4_core.errors import Ja4StreamError
+from ja4_core.retrain_request import is_retrain_request
 from ja4_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,9 +83,10 @@ def read_control_records(settings: Settings, timeout_s: float = 10.0) -> Iterato
 
 def read_control(settings: Settings, timeout_s: float = 10.0) -> ControlLedger:
     """The latest valid message per model (verified with this process's signing keys) and
-    the refusals, as a starting replica would choose."""
-    return latest_valid(read_control_records(settings, timeout_s), settings.signing_keys,
-                        max_future_skew_s=settings.control_max_future_skew_s)
+    the refusals, as a starting replica would choose. Retrain requests
+    (:mod:`.retrain_request`) are not model announcements: left out, as a replica leaves them."""
+    records = (r for r in read_control_records(settings, timeout_s) if not is_retrain_request(r.value))
+    return latest_valid(records, settings.signing_keys, max_future_skew_s=settings.control_max_future_skew_s)
 
 
 def latest_control_messages(settings: Settings, timeout_s: float = 10.0) -> dict[str, dict[str, Any]]:
@@ -104,6 +107,9 @@ class ControlEntry:
     value: bytes | None = None
     #: Messages of the whole topic refused, by reason (``malformed``, ``signature``, ``future``...).
     refused: dict[str, int] = field(default_factory=dict)
+    #: The ``shadow`` message of the live challenger (what a starting replica loads beside
+    #: the champion), or None (see :meth:`.control.ControlLedger.live_challenger`).
+    challenger: ControlMessage | None = None
 
 
 def read_control_latest(settings: Settings, timeout_s: float = 10.0) -> dict[str, ControlEntry]:
@@ -117,5 +123,7 @@ def read_control_latest(settings: Settings, timeout_s: float = 10.0) -> dict[str
         latest[key] = ControlEntry(key, rec.partition, rec.offset, None, f"{exc.reason}: {exc}", rec.value, refused)
     for model, chosen in ledger.latest.items():
         rec = chosen.record
-        latest[model] = ControlEntry(model, rec.partition, rec.offset, chosen.message, None, rec.value, refused)
+        live = ledger.live_challenger(model)
+        latest[model] = ControlEntry(model, rec.partition, rec.offset, chosen.message, None, rec.value, refused,
+                                     live.message if live else None)
     return latest

@@ -83,6 +83,8 @@ class ScoreBatch:
     eif: np.ndarray
     ae: np.ndarray | None
     xgb: np.ndarray | None
+    #: The autoencoder's squared error per cell (rows x features), when asked for (the reasons).
+    ae_cells: np.ndarray | None = None
 
 
 @dataclass
@@ -140,14 +142,21 @@ class Ensemble:
             return (1.0 - self.xgb_weight) * anomaly + self.xgb_weight * xgb
         return anomaly
 
-    def score(self, X: np.ndarray) -> ScoreBatch:
-        """Score an already-imputed matrix (rows x ``n_features``), one call per member."""
+    def score(self, X: np.ndarray, *, ae_cells: bool = False) -> ScoreBatch:
+        """Score an already-imputed matrix (rows x ``n_features``), one call per member;
+        ``ae_cells``: keep the autoencoder's per-cell errors of that same call (the reasons)."""
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected a matrix with {self.n_features} columns, got shape {X.shape}")
         eif = self.eif.score(X)
-        ae = self.ae.score(X) if self.ae is not None else None
+        ae: np.ndarray | None = None
+        cells: np.ndarray | None = None
+        if self.ae is not None and ae_cells:
+            ae, cells = self.ae.score_by_feature(X)
+        elif self.ae is not None:
+            ae = self.ae.score(X)
         xgb = self.xgb.score(X) if self.xgb is not None else None
-        return ScoreBatch(anomaly=np.clip(self.combine(eif, ae, xgb), 0.0, 1.0), eif=eif, ae=ae, xgb=xgb)
+        return ScoreBatch(anomaly=np.clip(self.combine(eif, ae, xgb), 0.0, 1.0), eif=eif, ae=ae, xgb=xgb,
+                          ae_cells=cells)
 
     def set_threads(self, nthreads: int) -> None:
         self.eif.set_threads(nthreads)

@@ -108,14 +108,16 @@ def faust_leader_topic(settings: Settings, app_id: str) -> TopicSpec:
 
 
 def scorer_topics(settings: Settings) -> list[TopicSpec]:
-    """What a scorer worker needs: features, scores, DLQ and its Faust leader topic."""
+    """What a scorer worker needs: features, scores, DLQ, shadow scores and its Faust leader topic."""
     return [data_topic(settings, settings.topic_features), data_topic(settings, settings.topic_scores),
-            data_topic(settings, settings.topic_dlq), faust_leader_topic(settings, settings.scorer_app_id)]
+            data_topic(settings, settings.topic_dlq), data_topic(settings, settings.topic_shadow_scores),
+            faust_leader_topic(settings, settings.scorer_app_id)]
 
 
 def sink_topics(settings: Settings) -> list[TopicSpec]:
-    """What the sink needs: scores, DLQ and its Faust leader topic."""
+    """What the sink needs: scores, DLQ, shadow scores, labels and its Faust leader topic."""
     return [data_topic(settings, settings.topic_scores), data_topic(settings, settings.topic_dlq),
+            data_topic(settings, settings.topic_shadow_scores), data_topic(settings, settings.topic_labels),
             faust_leader_topic(settings, settings.sink_app_id)]
 
 

@@ -66,6 +66,15 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _upper_choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {raw!r}")
+        return value
+    return parse
+
+
 def _bootstrap(raw: str) -> str:
     servers = [s.strip() for s in raw.split(",") if s.strip()]
     if not servers:
@@ -129,6 +138,19 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _console_host(raw: str) -> str:
+    host = raw.strip()
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"must be a host name or IP address, got {raw!r}")
+    return host
+
+
+def _console_token(raw: str) -> str:
+    if len(raw) < 16 or any(c.isspace() for c in raw):
+        raise ValueError("must be at least 16 characters without spaces")  # never echo the value
+    return raw
+
+
 #: The processes a setting can belong to: its CLI flag is offered (``--help``) only by the
 #: commands of those processes (:func:`add_setting_flags`). Every setting is still read from
 #: the environment by every process (:func:`load_settings`).
@@ -161,6 +183,9 @@ class Settings:
         processes={WORKER, SINK})
     topic_dlq: str = _setting("TOPIC_DLQ", "ja4.features.dlq", _matching(_TOPIC_RE, "a Kafka topic name"), "dead-letter topic",
         processes={WORKER, SINK})
+    topic_shadow_scores: str = _setting(
+        "TOPIC_SHADOW_SCORES", "ja4.scores.shadow", _matching(_TOPIC_RE, "a Kafka topic name"),
+        "the challenger's score records (same key as TOPIC_SCORES, header model-version)", processes={WORKER, SINK})
     topic_control: str = _setting("TOPIC_CONTROL", "ja4.models.control", _matching(_TOPIC_RE, "a Kafka topic name"), "model control topic",
         processes={WORKER, TRAINER})
     topic_partitions: int = _setting("TOPIC_PARTITIONS", 8, _int_in(1, 10_000), "partitions of topics the product creates",
@@ -211,6 +236,15 @@ class Settings:
         "AE_EVALUATOR", "compiled", _choice("compiled", "torch"),
         "how workers evaluate the autoencoder: 'compiled' (same weights, one GIL-free call; within 1e-6 of torch, checked at load) or 'torch'",
         processes={WORKER})
+    # Reasons in every score record (issue 18; see ja4_core/reasons.py).
+    score_reasons: str = _setting(
+        "SCORE_REASONS", "on", _choice("on", "off"),
+        "on: each anomalous score record lists (at most 3) features that made it anomalous; off: reasons is []",
+        processes={WORKER})
+    score_reasons_min_level: str = _setting(
+        "SCORE_REASONS_MIN_LEVEL", "LOW", _upper_choice("LOW", "MEDIUM", "HIGH", "CRITICAL"),
+        "a record gets reasons when its combined score reaches this level's threshold (not LEGITIMATE_BROWSER)",
+        processes={WORKER})
     model_history_count: int = _setting("MODEL_HISTORY_COUNT", 5, _int_in(1, 1000), "versions kept per model",
         processes={TRAINER})
     model_name: str = _setting("MODEL_NAME", "default", _matching(_NAME_RE, "a name of letters, digits, '.', '_', '-'"), "model name",
@@ -256,6 +290,16 @@ class Settings:
     sink_batch_wait_ms: int = _setting("SINK_BATCH_WAIT_MS", 1000, _int_in(1, 600_000), "max wait of a sink batch (ms)",
         processes={SINK})
     sink_web_port: int = _setting("SINK_WEB_PORT", 6067, _int_in(1, 65535), "sink web server port", processes={SINK})
+    # The label feed and the review console (issue 18; stream_scorer/label_sink.py, stream_scorer/console.py).
+    topic_labels: str = _setting("TOPIC_LABELS", "ja4.labels", _matching(_TOPIC_RE, "a Kafka topic name"),
+        "analyst labels (JSON: the key fields, label bot|human, source, optional analyst, note); the sink stores them in soc_labels",
+        processes={SINK})
+    console_host: str = _setting("CONSOLE_HOST", "127.0.0.1", _console_host, "review console bind address (not loopback: CONSOLE_TOKEN required)",
+        processes={SINK})
+    console_port: int = _setting("CONSOLE_PORT", 6068, _int_in(1, 65535), "review console port", processes={SINK})
+    console_token: str | None = _setting(
+        "CONSOLE_TOKEN", None, _console_token, "token the review console (and the sink's /console/rows) require; "
+        "required when CONSOLE_HOST is not loopback", secret=True, processes={SINK})
     # Trainer.
     baseline_days: float = _setting("BASELINE_DAYS", 7.0, _float_in(0.01, 3650.0), "days of history in the human baseline",
         processes={TRAINER})
@@ -282,9 +326,40 @@ class Settings:
     retrain_interval_h: float = _setting("RETRAIN_INTERVAL_H", 24.0, _float_in(0.0, 100_000.0), "hours between scheduled retrains",
         processes={TRAINER})
     drift_threshold: float = _setting("DRIFT_THRESHOLD", 0.30, _float_in(0.0, 1.0), "share of drifted features that forces a retrain",
-        processes={TRAINER})
+        processes={WORKER, TRAINER})
     trainer_check_interval_s: float = _setting("TRAINER_CHECK_INTERVAL_S", 900.0, _float_in(1.0, 86_400.0), "how often `loop` checks for drift",
         processes={TRAINER})
+    # Champion and challenger (issue 17; see trainer/champion.py).
+    promotion_policy: str = _setting(
+        "PROMOTION_POLICY", "shadow", _choice("shadow", "direct"),
+        "shadow: once a champion serves, a retrain is announced as a challenger and judged on labels; "
+        "direct: a retrain is activated at once", processes={TRAINER})
+    shadow_min_bots: int = _setting("SHADOW_MIN_BOTS", 30, _int_in(1, 100_000_000),
+        "labelled bots scored by both models before a challenger is judged", processes={TRAINER})
+    shadow_min_humans: int = _setting("SHADOW_MIN_HUMANS", 30, _int_in(1, 100_000_000),
+        "labelled humans scored by both models before a challenger is judged", processes={TRAINER})
+    shadow_margin: float = _setting("SHADOW_MARGIN", 0.01, _float_in(0.0, 1.0),
+        "ROC AUC (or recall) gain a challenger needs over the champion to be promoted", processes={TRAINER})
+    shadow_max_hours: float = _setting("SHADOW_MAX_HOURS", 72.0, _float_in(0.001, 100_000.0),
+        "a challenger not promoted within this many hours of shadowing is retired", processes={TRAINER})
+    # Live drift (issue 19): every replica watches its own input, see stream_scorer.live_drift.
+    live_drift_window_s: float = _setting(
+        "LIVE_DRIFT_WINDOW_S", 300.0, _float_in(0.0, 86_400.0),
+        "sliding window of the live drift per feature (s); 0 turns live drift off", processes={WORKER})
+    live_drift_min_records: int = _setting(
+        "LIVE_DRIFT_MIN_RECORDS", 500, _int_in(1, 100_000_000),
+        "records a window needs before its drift or an input fault counts", processes={WORKER})
+    drift_request_after_s: float = _setting(
+        "DRIFT_REQUEST_AFTER_S", 60.0, _float_in(0.0, 86_400.0),
+        "how long the live drifted share must stay at or above DRIFT_THRESHOLD before a replica asks for a retrain (s)",
+        processes={WORKER})
+    drift_request_cooldown_s: float = _setting(
+        "DRIFT_REQUEST_COOLDOWN_S", 3600.0, _float_in(1.0, 30 * 86_400.0),
+        "at most one retrain request per model in this time, across all replicas; the trainer acts on at most one (s)",
+        processes={WORKER, TRAINER})
+    input_fault_imputed_share: float = _setting(
+        "INPUT_FAULT_IMPUTED_SHARE", 0.5, _float_in(0.0, 1.0),
+        "a feature imputed in more than this share of a window is an input fault, not drift", processes={WORKER})
     # Logging.
     log_level: str = _setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "log level",
         processes=ALL_PROCESSES)

@@ -7,8 +7,10 @@
 2. load a week of simulated, partly labelled history and train the first version;
 3. start the scorer replicas and the sink as separate processes; stream live traffic, then
    a bot campaign that impersonates a browser fingerprint;
-4. label part of the campaign (as analysts would) into ``soc_labels``, run the trainer; the
-   new version is hot-reloaded by every replica while traffic flows;
+4. label part of the campaign (as analysts would) into ``soc_labels``, run the trainer (as
+   soon as a replica asks for a retrain because its live drift rose, see
+   :mod:`ja4_dev.demo_drift`, or at the scheduled point); the new version is hot-reloaded by
+   every replica while traffic flows;
 5. show a live view; 6. end with a summary against the simulator's ground truth.
 
 The embedded ClickHouse is in-process and allows one process per directory, so the demo
@@ -36,6 +38,8 @@ import orjson
 
 from ja4_core.features import LEVEL_QUANTILES, SCORE_LEVELS
 from ja4_core.settings import Settings
+from ja4_dev.demo_drift import MIN_DURATION_S as DRIFT_MIN_DURATION_S
+from ja4_dev.demo_drift import REPLICA_DRIFT_ENV, DriftPhase, drift_line
 from ja4_dev.processes import ProbeTimeout, ProcessExited, ProductProcess, python_module
 from ja4_dev.tansu import TansuBroker, free_port
 
@@ -135,6 +139,7 @@ class Truth:
     label: str
     kind: str
     campaign: bool
+    shifted: bool = False  #: sent after the traffic moved (ja4_dev.demo_drift): not in the quality figures
 
 
 class Traffic(threading.Thread):
@@ -158,6 +163,8 @@ class Traffic(threading.Thread):
         self.rate = rate
         self.sim = TrafficSimulator(seed=seed, bot_share=0.10)
         self.campaign_share = 0.0
+        #: Set by the demo's last act: every record from then on as the moved traffic looks.
+        self.shift: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self.truth: dict[tuple, Truth] = {}
         self.sent_records: list[dict[str, Any]] = []
         self.stop_event = threading.Event()
@@ -178,12 +185,15 @@ class Traffic(threading.Thread):
                 if n_campaign:
                     recs += self.sim.campaign(n_campaign, start=window)
                 first_campaign = len(recs) - n_campaign
+                shift = self.shift
+                if shift is not None:
+                    recs = [shift(r) for r in recs]
                 for i, rec in enumerate(recs):
                     key = (str(rec["window_start"]), rec["src_ip"], rec["ja4"], rec["host"])
                     if key in self.truth:  # one record per (window, src_ip, ja4, host)
                         continue
                     label, kind = rec.pop("label"), rec.pop("bot_kind")
-                    self.truth[key] = Truth(label, kind, i >= first_campaign)
+                    self.truth[key] = Truth(label, kind, i >= first_campaign, shift is not None)
                     self.sent_records.append(rec)
                     self.producer.produce(self.topic, orjson.dumps(rec), rec["src_ip"].encode())
                     self.sent += 1
@@ -268,9 +278,26 @@ def human_level_rates(levels: list[str]) -> dict[str, dict[str, float]]:
                     "design": round(1 - q, 6)} for level, q in LEVEL_QUANTILES.items()}
 
 
-def evaluate(truth: dict[tuple, Truth], scores: dict[tuple, list[Scored]], version: str) -> dict[str, Any]:
-    """Detection quality of one model version on the records it scored."""
-    rows = [(truth[k], s) for k, ss in scores.items() if k in truth for s in ss[-1:] if s.version == version]
+def human_score_rates(scores: np.ndarray, thresholds: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Share of live human windows whose combined score is at or above each level's threshold
+    (the scorer's rule), next to the design rate. From the score, not the level: a browser
+    whose score reaches LOW is shown as ``LEGITIMATE_BROWSER`` (the contract), so counting
+    levels under-counts LOW (the first 60 s demo showed 4.7 % for about 10 %).
+
+    >>> human_score_rates(np.arange(1000) / 1000, {"LOW": 0.9, "MEDIUM": 0.97, "HIGH": 0.99, "CRITICAL": 0.999})["HIGH"]
+    {'live': 0.01, 'design': 0.01}
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    return {level: {"live": round(float((s >= thresholds[level]).mean()) if len(s) else 0.0, 6),
+                    "design": round(1 - q, 6)} for level, q in LEVEL_QUANTILES.items() if level in thresholds}
+
+
+def evaluate(truth: dict[tuple, Truth], scores: dict[tuple, list[Scored]], version: str,
+             thresholds: dict[str, float] | None = None) -> dict[str, Any]:
+    """Detection quality of one model version on the records it scored; ``thresholds``: the
+    version's (its manifest), for the live human rate per level from the scores."""
+    rows = [(truth[k], s) for k, ss in scores.items() if k in truth and not truth[k].shifted
+            for s in ss[-1:] if s.version == version]
     if not rows:
         return {"records": 0}
     score = np.array([s.score for _, s in rows])
@@ -286,6 +313,12 @@ def evaluate(truth: dict[tuple, Truth], scores: dict[tuple, list[Scored]], versi
         "roc_auc": _roc_auc(score[is_bot], score[~is_bot]), "by_kind": {}}
     humans = score[kinds == "human"]
     out["human_level_rates"] = human_level_rates([s.level for t, s in rows if not t.campaign and t.kind == "human"])
+    if thresholds:
+        out["human_score_rates"] = human_score_rates(humans_all, thresholds)
+    # the campaign's share at HIGH or above (with the analysts' labels learned it should be most)
+    camp = np.array([s.level in ("HIGH", "CRITICAL") for t, s in rows if t.campaign])
+    if len(camp):
+        out["campaign_high_or_above"] = float(camp.mean())
     for kind in sorted(set(kinds.tolist()) - {"human"}):
         sel = kinds == kind
         out["by_kind"][kind] = {"records": int(sel.sum()), "recall": float(alert[sel].mean()),
@@ -397,13 +430,15 @@ class Demo:
         for i in range(args.replicas):
             port = free_port()
             child = Child(f"scorer-{i + 1}", python_module("stream_scorer.cli", "worker"),
-                          {**env, "SCORER_WEB_PORT": str(port)}, self.logs / f"scorer-{i + 1}.log").start()
+                          {**env, "SCORER_WEB_PORT": str(port), **REPLICA_DRIFT_ENV},
+                          self.logs / f"scorer-{i + 1}.log").start()
             child.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
             replicas.append(child)
             self.children.append(child)
         sink_port = free_port()
         sink_env = {**env, "SINK_WEB_PORT": str(sink_port)}
         sink = self._start_sink(sink_env)
+        console_url = self._start_console(sink_env)
         self._wait_ready(replicas)
         reader = ScoreReader(bootstrap, self.settings.topic_scores)
         reader.start()
@@ -413,6 +448,7 @@ class Demo:
         live_start = time.monotonic()
         retrained: str | None = None
         retrain: _Background | None = None
+        drift_act: DriftPhase | None = None  # the traffic moves at the end (ja4_dev.demo_drift)
         reload_at: float | None = None
         view = self._view(replicas, reader, traffic)
         try:
@@ -429,7 +465,7 @@ class Demo:
                         self.state.step = "analysts label part of the campaign; retraining"
                         self.say("[4/6] analysts label part of the campaign; the trainer runs while traffic flows")
                         sink.stop()
-                        retrain = _Background(lambda: self._retrain(traffic, env))
+                        retrain = _Background(lambda: self._retrain(traffic, env, sink_env, replicas))
                     if retrain is not None and retrained is None and retrain.done():
                         retrained = retrain.result()
                         sink = self._start_sink(sink_env)
@@ -441,6 +477,14 @@ class Demo:
                     view.refresh()
                     done = elapsed >= args.duration and retrained is not None and reload_at is not None \
                         and time.monotonic() - reload_at >= min(10.0, args.duration / 4)
+                    if done and args.duration >= DRIFT_MIN_DURATION_S:  # then the traffic moves
+                        if drift_act is None:
+                            sink.stop()  # the trainer loop takes the embedded ClickHouse meanwhile
+                            drift_act = self._drift_act(replicas, traffic, retrained, env)  # type: ignore[arg-type]
+                        done = drift_act.step()
+                        if done:
+                            drift_act.loop.stop()
+                            sink = self._start_sink(sink_env)
                     if done:
                         break
                     time.sleep(0.5)
@@ -471,10 +515,12 @@ class Demo:
             "first_version": first, "retrained_version": retrained,
             "ml_all_scores_rows": counted[0], "ml_all_scores_distinct_records": counted[1],
             "levels": dict(reader.levels),
-            "before": evaluate(traffic.truth, reader.scores, first),
-            "after": evaluate(traffic.truth, reader.scores, retrained) if retrained else None,
+            "before": evaluate(traffic.truth, reader.scores, first, self._thresholds(first)),
+            "after": evaluate(traffic.truth, reader.scores, retrained, self._thresholds(retrained)) if retrained else None,
             "reports": [str(p) for p in sorted((self.models / self.settings.model_name / "reports").glob("*/report.html"))][-2:],
-            "logs": str(self.logs),
+            "logs": str(self.logs), "console": console_url,
+            "drift_act": drift_act.summary if drift_act is not None else None,
+            "challenger_act": getattr(self, "challenger_act", None),
         }
         (self.var / "demo" / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         self._print_summary(summary)
@@ -486,6 +532,22 @@ class Demo:
         self.children.append(sink)
         return sink
 
+    def _start_console(self, env: dict[str, str]) -> str:
+        """``stream-scorer console`` on loopback (the configured port when free); it reads the
+        scores through the sink (the embedded ClickHouse) and its labels go to ``TOPIC_LABELS``."""
+        import socket
+
+        port = self.settings.console_port
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:  # taken: any free one
+                port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        console_env = {**env, "CONSOLE_HOST": "127.0.0.1", "CONSOLE_PORT": str(port)}
+        self.children.append(Child("console", python_module("stream_scorer.cli", "console"), console_env,
+                                   self.logs / "console.log").start())
+        self.say(f"      review console: {url} (labels clicked there reach soc_labels and the retrain)")
+        return url
+
     def _current(self) -> str:
         from ja4_core.bundle import ModelStore
 
@@ -493,6 +555,17 @@ class Demo:
         if version is None:
             raise RuntimeError(f"the trainer produced no current version: see {self.logs}")
         return version
+
+    def _thresholds(self, version: str) -> dict[str, float] | None:
+        """A version's threat thresholds from its manifest (None when it cannot be read)."""
+        from ja4_core.bundle import ModelStore, read_manifest
+        from ja4_core.errors import BundleError
+
+        try:
+            manifest, _ = read_manifest(ModelStore(self.models).bundle_dir(self.settings.model_name, version))
+        except (BundleError, OSError, ValueError):
+            return None
+        return {k: float(v) for k, v in (manifest.get("thresholds") or {}).items()}
 
     def _versions(self, replicas: list[Child]) -> dict[str, str]:
         out = {}
@@ -525,12 +598,44 @@ class Demo:
                 return
             time.sleep(0.5)
 
-    def _retrain(self, traffic: Traffic, env: dict[str, str]) -> str:
-        """Labels in, trainer run; in a thread so the live view keeps updating."""
+    def _retrain(self, traffic: Traffic, env: dict[str, str], sink_env: dict[str, str] | None = None,
+                 replicas: list[Child] | None = None) -> str:
+        """Labels in, trainer run; in a thread so the live view keeps updating. The retrain is
+        a challenger (``PROMOTION_POLICY=shadow``): it shadows, then the judge promotes or
+        retires it on the analysts' labels (:mod:`ja4_dev.demo_shadow`); returns the version
+        the replicas serve afterwards."""
+        from ja4_dev.demo_shadow import run_shadow_act
+
         self._feed_labels(traffic, env)
-        self.trainer({**env, "RETRAIN_INTERVAL_H": "0", "XGB_RETRAIN_INTERVAL_H": "0"}, "run-once", "--force",
-                     name="retrain")
+        champion = self._current()
+        self.trainer({**env, "RETRAIN_INTERVAL_H": "0", "XGB_RETRAIN_INTERVAL_H": "0", "PROMOTION_POLICY": "shadow"},
+                     "run-once", "--force", name="retrain")
+        if self._current() != champion or sink_env is None or replicas is None:
+            return self._current()  # activated directly (no champion before it)
+        urls = [r.url for r in replicas]  # type: ignore[attr-defined]
+        self.challenger_act = act = run_shadow_act(self, traffic, env, sink_env, urls, _get_json, run_chdb_task)
+        self.say(f"      verdict: {act.get('decision', '?')} - challenger ROC AUC {act.get('challenger_roc_auc', 0):.3f}"
+                 f" vs champion {act.get('champion_roc_auc', 0):.3f}, recall {act.get('challenger_recall', 0):.3f} vs "
+                 f"{act.get('champion_recall', 0):.3f} at the champion's human false-alert rate, on "
+                 f"{act.get('bot_labels', 0):.0f} bots and {act.get('human_labels', 0):.0f} humans")
         return self._current()
+
+    def _drift_act(self, replicas: list[Child], traffic: Traffic, served: str, env: dict[str, str]) -> DriftPhase:
+        """The traffic moves and the trainer loop retrains on a replica's request (issue 19)."""
+        log = self.logs / "trainer-loop.log"
+
+        def start_loop() -> Child:
+            loop_env = {**env, "TRAINER_CHECK_INTERVAL_S": "3600", "DRIFT_REQUEST_COOLDOWN_S": "600",
+                        "PROMOTION_POLICY": "direct"}
+            child = Child("trainer-loop", python_module("trainer.cli", "loop"), loop_env, log).start()
+            self.children.append(child)
+            return child
+
+        def loop_runs() -> int:
+            return log.read_text(errors="replace").count("run: decision=") if log.exists() else 0
+
+        return DriftPhase(replicas=replicas, traffic=traffic, served=served, say=self.say, start_loop=start_loop,
+                          loop_runs=loop_runs, current=self._current, versions=lambda: self._versions(replicas))
 
     def _feed_labels(self, traffic: Traffic, env: dict[str, str]) -> None:
         """What the web platform and the analysts would have written by now: the live
@@ -581,10 +686,12 @@ class Demo:
             auc = ev.get("roc_auc")
             p(f"  {label} retrain ({version}): {ev['records']} records, precision {ev['precision']:.3f}, "
               f"recall {ev['recall']:.3f}, ROC AUC {auc:.3f}" if auc is not None else f"  {label}: {ev['records']} records")
-            rates = ev.get("human_level_rates") or {}
+            rates = ev.get("human_score_rates") or ev.get("human_level_rates") or {}
             if rates:
-                p("      live humans at or above each level (design rate): "
+                p("      live humans scored at or above each level (design rate): "
                   + ", ".join(f"{lv} {r['live'] * 100:.2f} % ({r['design'] * 100:g} %)" for lv, r in rates.items()))
+            if ev.get("campaign_high_or_above") is not None:
+                p(f"      campaign at HIGH or above: {ev['campaign_high_or_above'] * 100:.1f} %")
             for kind, k in ev["by_kind"].items():
                 kauc = k.get("roc_auc")
                 p(f"      {kind:<22} n={k['records']:<6} recall {k['recall']:.3f}  "
@@ -592,6 +699,12 @@ class Demo:
                   f"ROC AUC {kauc:.3f}" if kauc is not None else f"      {kind}: n={k['records']}")
         for report in s["reports"]:
             p(f"  training report: {report}")
+        act = s.get("challenger_act")
+        if act and act.get("decision"):  # champion and challenger on the same shadow-scored, labelled records
+            p(f"  challenger {act['challenger']} vs champion {act['champion']} on the same {act.get('bot_labels', 0):.0f}"
+              f" labelled bots and {act.get('human_labels', 0):.0f} humans: ROC AUC {act.get('challenger_roc_auc', 0):.3f}"
+              f" vs {act.get('champion_roc_auc', 0):.3f}, recall at the champion's human false-alert rate "
+              f"{act.get('challenger_recall', 0):.3f} vs {act.get('champion_recall', 0):.3f}: {act['decision']}")
         p(f"  logs: {s['logs']}; summary: {self.var / 'demo' / 'summary.json'}")
 
 
@@ -665,6 +778,7 @@ class LiveView:
         table.add_row("top flagged JA4", ", ".join(f"{k} ({v})" for k, v in r.flagged_ja4.most_common(2)))
         for name, version in versions.items():
             table.add_row(name, version)
+        table.add_row("live drift (share of features)", drift_line(self.replicas))
         return table
 
     def refresh(self) -> None:
@@ -679,7 +793,8 @@ class LiveView:
             print(f"  sent {self.traffic.sent} scored {r.received} ({self.rate:.0f}/s) lag "
                   f"{max(0, self.traffic.sent - len(r.scores))} | "
                   + " ".join(f"{k}={v}" for k, v in r.levels.most_common(4))
-                  + " | " + " ".join(f"{k}:{v[-4:]}" for k, v in versions.items()), flush=True)
+                  + " | " + " ".join(f"{k}:{v[-4:]}" for k, v in versions.items())
+                  + " | drift " + drift_line(self.replicas), flush=True)
 
 
 def run_demo(settings: Settings, args: Any) -> int:

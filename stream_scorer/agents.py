@@ -45,6 +45,7 @@ from stream_scorer import metrics
 from stream_scorer.batcher import Batcher
 from stream_scorer.batcher import Closed as BatcherClosed
 from stream_scorer.control_follower import ControlFollower
+from stream_scorer.drift_watch import DriftWatch
 from stream_scorer.model_holder import ActiveModel, ModelHolder
 from stream_scorer.output_producer import (
     EXIT_DELIVERY_FAILED,
@@ -57,7 +58,8 @@ from stream_scorer.output_producer import (
     producer_config,
 )
 from stream_scorer.parsing import ParsedBatch, Reject, parse_batch
-from stream_scorer.scoring import BatchOutput, ScoredMatrix, score_matrix, serialise
+from stream_scorer.scoring import BatchOutput, ScoredMatrix, reasons_from, score_matrix, serialise
+from stream_scorer.shadow import ShadowScored, ShadowSender, score_beside, shadow_outputs
 from stream_scorer.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ def register(parts: WorkerParts) -> None:
     app.agent(features_topic)(score_features)
     app.task(follow_control)
     app.timer(interval=SAMPLE_LAG_EVERY_S)(sample_consumer_lag)
+    global live_drift
+    live_drift = parts.drift
 
 WAIT_LOG_EVERY_S = 5.0
 #: How often the consumer lag per assigned partition is sampled (s).
@@ -198,6 +202,7 @@ class ParsedWork:
     error: str | None = None
     parsed_at: float = 0.0          #: ``time.monotonic()`` when parsing ended
     scored: ScoredMatrix | None = None  #: set by the score stage unless it failed (see ``error``)
+    shadow: ShadowScored | None = None  #: the challenger's scores, when one shadows (see :mod:`.shadow`)
 
 
 def _stage(name: str, since: float) -> float:
@@ -205,6 +210,19 @@ def _stage(name: str, since: float) -> float:
     now = time.monotonic()
     metrics.STAGE[name].observe(max(0.0, now - since))
     return now
+
+
+#: The replica's live drift (:mod:`.drift_watch`), bound by :func:`register`; None: off.
+live_drift: DriftWatch | None = None
+
+
+def parse_and_watch(values: list[bytes | None], model: ActiveModel) -> ParsedBatch:
+    """Parse a batch for ``model`` and hand its raw matrix (NaN where missing, before
+    imputation) to the live drift window (Python thread)."""
+    parsed = parse_batch(values, model.bundle.ensemble.features, settings.scorer_max_envelope_records)
+    if live_drift is not None:
+        live_drift.observe(model.version, model.bundle.ensemble.features, model.bundle.manifest, parsed.X)
+    return parsed
 
 
 Queue = asyncio.Queue  # of ParsedWork, then None once the batcher is closed and drained
@@ -228,8 +246,7 @@ async def parse_stage(batcher: Batcher[EventT], queue: Queue) -> None:
         assert model is not None
         values = [e.message.value for e in events]
         try:
-            parsed = await loop.run_in_executor(_PYTHON_POOL, parse_batch, values, model.bundle.ensemble.features,
-                                                settings.scorer_max_envelope_records)
+            parsed = await loop.run_in_executor(_PYTHON_POOL, parse_and_watch, values, model)
             work = ParsedWork(events, values, model, parsed)
         except Exception as exc:  # a parser bug must not stall the partition or lose the batch
             log.exception("parsing failed for a batch of %d messages", len(values))
@@ -245,10 +262,14 @@ async def score_stage(inbox: Queue, outbox: Queue) -> None:
         started = _stage("queued", work.parsed_at)
         if work.parsed is not None:
             try:
-                work.scored = await loop.run_in_executor(_SCORING_POOL, score_matrix, work.parsed, work.model.bundle)
+                work.scored = await loop.run_in_executor(_SCORING_POOL, score_matrix, work.parsed, work.model.bundle,
+                                                         reasons_from(settings))
             except Exception as exc:  # a model bug must not stall the partition or lose the batch
                 log.exception("scoring failed for a batch of %d messages", len(work.values))
                 work.error = f"scoring failed: {exc!r}"[:500]
+            else:  # the challenger, once, after the champion; its failure only drops it
+                work.shadow = await score_beside(follower.shadow, _SCORING_POOL, work.parsed, work.values,
+                                                 work.model.bundle, settings.scorer_max_envelope_records)
         metrics.SCORING_SECONDS.observe(_stage("score", started) - started)
         await outbox.put(work)
     await outbox.put(None)
@@ -286,6 +307,8 @@ async def emit_stage(stream: StreamT, inbox: Queue) -> None:
         while (work := await inbox.get()) is not None:
             started = time.monotonic()
             out, outputs = await loop.run_in_executor(_PYTHON_POOL, build_outputs, work)
+            if work.shadow is not None:
+                await _send_shadow(loop, work)
             built = _stage("outputs", started)
             if inflight is not None:
                 await inflight
@@ -298,6 +321,22 @@ async def emit_stage(stream: StreamT, inbox: Queue) -> None:
 
 #: Whether this worker delivers its outputs (read by ``/ready``).
 DELIVERY = DeliveryHealth()
+#: The challenger's score records leave through this, never holding up the champion's batch.
+SHADOW_SENDER = ShadowSender()
+
+
+async def _send_shadow(loop: asyncio.AbstractEventLoop, work: ParsedWork) -> None:
+    """Build the challenger's records of a batch (Python thread) and send them once."""
+    assert work.shadow is not None and work.parsed is not None and work.scored is not None
+    keys = [e.message.key for e in work.events]
+    try:
+        outputs = await loop.run_in_executor(_PYTHON_POOL, shadow_outputs, work.parsed, work.scored,
+                                             work.model.version, work.shadow, keys, settings.topic_shadow_scores)
+    except Exception as exc:  # noqa: BLE001 - a bug here drops the challenger, never the champion's batch
+        log.exception("shadow: building the challenger's records failed")
+        follower.shadow.drop(work.shadow.model.version, "scoring", repr(exc))
+        return
+    SHADOW_SENDER.send(output_producer(), outputs)
 
 
 def _retry_policy() -> RetryPolicy:

@@ -1,8 +1,9 @@
 """``stream-scorer``: the scorer's command line.
 
 Subcommands: ``worker`` (a scoring replica), ``produce`` (send feature records from a file
-or the simulator), ``status`` (which versions are active), ``sink`` (scores into
-ClickHouse) and ``demo`` (the whole loop on the embedded default). Every setting is also a
+or the simulator), ``status`` (which versions are active), ``sink`` (scores and labels into
+ClickHouse), ``console`` (the analysts' review page) and ``demo`` (the whole loop on the
+embedded default). Every setting is also a
 flag; a bad value stops the command with one line naming the setting (exit code 2).
 """
 
@@ -171,6 +172,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         msg = chosen.message
         print(f"  {model}: version {msg.version} issued {msg.issued_at} by {msg.issued_by}"
               f"{' (rollback)' if msg.rollback else ''} [offset {chosen.record.offset}]")
+        live = ledger.live_challenger(model)
+        if live is not None:
+            print(f"  {model}: challenger {live.message.version} shadowing since {live.message.issued_at} "
+                  f"by {live.message.issued_by} [offset {live.record.offset}]")
     if ledger.refused:
         print(f"  refused messages: {', '.join(f'{n} {reason}' for reason, n in sorted(ledger.refused.items()))}")
     rc = 0
@@ -182,6 +187,14 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             active = info.get("active") or {}
             print(f"replica {url}: {active.get('model_name')} {active.get('model_version')} "
                   f"loaded {active.get('loaded_at')} partitions {info.get('partitions')}")
+            challenger = info.get("challenger") or {}
+            shadowing = challenger.get("active") or {}
+            dropped = challenger.get("dropped") or {}
+            if shadowing:
+                print(f"  challenger {shadowing.get('model_version')} loaded {shadowing.get('loaded_at')}")
+            elif challenger.get("announced"):
+                print(f"  challenger {challenger.get('announced')} not loaded"
+                      f"{' (' + str(dropped.get('reason')) + ')' if dropped else ''}")
         except Exception as exc:
             print(f"replica {url}: unreachable ({redact(exc)})")
             rc = 1
@@ -217,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sink", help="insert score records into ClickHouse ml_all_scores")
     add_setting_flags(p, process=SINK)
+
+    p = sub.add_parser("console", help="serve the analysts' review page (loopback; elsewhere CONSOLE_TOKEN is required)")
+    add_setting_flags(p, process=SINK)  # the review side of the sink: it reads the scores the sink stores
 
     p = sub.add_parser("demo", help="run the whole loop on a local broker (Apache Kafka, else the embedded Tansu)")
     p.add_argument("--duration", type=float, default=120.0, help="seconds of live traffic (default 120)")
@@ -254,6 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from stream_scorer.sink import run_sink
 
             return run_sink(settings)
+        if args.command == "console":
+            from stream_scorer.console import run_console
+
+            setup_logging(settings)
+            return run_console(settings)
         if args.command == "demo":
             from ja4_dev.demo import run_demo
 

@@ -9,7 +9,7 @@ takes part in a rebalance, and replays the topic from the start on each start, w
 exactly "activate the latest message per model".
 
 Start-up: read the topic up to its end offsets, keep the latest valid message for this
-replica's model, activate it; if there is none (or it fails) fall back to the store's
+replica's model, activate it (and load the live challenger beside it, see :mod:`.shadow`); if there is none (or it fails) fall back to the store's
 ``CURRENT``; if there is neither, the holder stays not-ready and the agent waits. "Latest"
 is :func:`.control.supersedes`, the rule the holder applies to every later message too, so a
 replica that restarts ends on the version a running one serves.
@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from ja4_core.control import ControlLedger, ControlMessage, ControlRecord, Offer, supersedes
+from ja4_core.control import CHALLENGER, ControlLedger, ControlMessage, ControlRecord, Offer, supersedes
 from ja4_core.kafka_security import aiokafka_security
 from ja4_core.settings import Settings
 from stream_scorer.model_holder import ModelHolder
+from stream_scorer.shadow import ShadowHolder
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,12 @@ async def ensure_control_topic(settings: Settings) -> None:
 class ControlFollower:
     """Reads all partitions of the control topic and feeds the model holder."""
 
-    def __init__(self, settings: Settings, holder: ModelHolder) -> None:
+    def __init__(self, settings: Settings, holder: ModelHolder, shadow: ShadowHolder | None = None) -> None:
         self.settings = settings
         self.holder = holder
+        #: The challenger beside the champion (``shadow``/``retire`` messages go to it).
+        self.shadow = shadow or ShadowHolder(holder.store, holder.model_name, holder.nthreads,
+                                             holder.eif_evaluator, holder.ae_evaluator)
         self.consumer: AIOKafkaConsumer | None = None
         self.messages_seen = 0
         self.last_message: dict[str, Any] | None = None
@@ -63,6 +67,9 @@ class ControlFollower:
         #: Next offset not yet seen, per partition: a message read again after a reconnect
         #: (the topic is replayed from the start) is neither counted nor logged twice.
         self._seen_upto: dict[int, int] = {}
+        #: Sees every record first; True takes it (a ``retrain_request``, see :mod:`.drift_watch`),
+        #: so it never reaches the ledger of model announcements.
+        self.on_record: Callable[[ControlRecord], bool] | None = None
 
     def _new_ledger(self) -> ControlLedger:
         return ControlLedger(self.settings.signing_keys, self.settings.control_max_future_skew_s)
@@ -75,6 +82,8 @@ class ControlFollower:
         if first_time:
             self.messages_seen += 1
             self._seen_upto[rec.partition] = rec.offset + 1
+        if self.on_record is not None and self.on_record(record):
+            return None
         return self._take(self.ledger.offer(record), record, first_time)
 
     def _take(self, offer: Offer, record: ControlRecord, first_time: bool = True) -> ControlMessage | None:
@@ -89,16 +98,24 @@ class ControlFollower:
             return None
         if offer.outcome == "latest":
             return msg
-        if first_time:  # a replay or an out-of-date message: the holder says why it changes nothing
+        if first_time and msg.role == CHALLENGER:
+            self.shadow.count("ignored:replayed" if msg == self.shadow.latest else "ignored:older")
+        elif first_time:  # a replay or an out-of-date message: the holder says why it changes nothing
             self.holder.count("ignored:replayed" if msg == self.holder.latest else "ignored:older")
             log.info("control: %s/%s issued %s ignored (not later than the latest message)",
                      msg.model, msg.version, msg.issued_at)
         return None
 
     async def _apply(self, msg: ControlMessage) -> None:
+        """``activate`` to the champion's holder (then the challenger hears of it: a later
+        activation ends a shadowing), ``shadow``/``retire`` to the challenger's."""
         self.last_message = msg.__dict__
         try:
-            await self.holder.apply(msg)
+            if msg.role == CHALLENGER:
+                await self.shadow.apply(msg)
+            else:
+                await self.holder.apply(msg)
+                await self.shadow.on_champion(msg)
         except Exception:  # noqa: BLE001 - a message must never stop the follower (see module doc)
             log.exception("control: applying %s/%s failed unexpectedly", msg.model, msg.version)
             self.holder.count("refused:error")
@@ -152,6 +169,13 @@ class ControlFollower:
         if self.holder.active is None:
             fallback = await self.holder.activate_current()
             log.info("control: latest message %s; store CURRENT %s", outcome, fallback)
+        if chosen is not None:
+            await self.shadow.on_champion(chosen.message)
+        # Then the challenger slot's latest message: a live ``shadow`` is loaded beside the
+        # champion (the agent does not wait for it), a ``retire`` ends a running one.
+        challenger = self.ledger.challenger.get(self.holder.model_name)
+        if challenger is not None and supersedes(challenger.message, self.shadow.latest):
+            await self._apply(challenger.message)
 
     async def _behind(self, tps: list[TopicPartition], end: dict[TopicPartition, int]) -> bool:
         assert self.consumer is not None

@@ -53,3 +53,30 @@ DELIVERY_RETRIES = Counter("ja4_delivery_retries_total", "Retries of a batch's u
 DELIVERY_FAILURES = Counter("ja4_delivery_failures_total", "Output records the broker did not confirm, by topic",
                             ["topic"], registry=REGISTRY)
 
+#: Champion and challenger (see :mod:`.shadow`).
+SHADOW_SCORES = Counter("ja4_shadow_scores_total", "Records scored by the challenger (shadow topic)", registry=REGISTRY)
+SHADOW_AGREEMENT = Counter("ja4_shadow_level_agreement_total",
+                           "Records scored by both models, by whether their threat levels agree", ["agree"],
+                           registry=REGISTRY)
+SHADOW_DROPPED = Counter("ja4_shadow_dropped_total", "Challengers dropped or refused, by reason", ["reason"],
+                         registry=REGISTRY)
+SHADOW_SEND_FAILURES = Counter("ja4_shadow_send_failures_total",
+                               "Shadow score records not delivered or not sent (never retried)", registry=REGISTRY)
+SHADOW_INFO = Info("ja4_challenger_model", "The challenger version this replica shadows ('' when none)",
+                   registry=REGISTRY)
+
+#: Live drift of this replica's input (see :mod:`.live_drift`, :mod:`.drift_watch`); features come from the bundle.
+FEATURE_DRIFT = Gauge("ja4_feature_drift", "KS distance of the live window to the baseline digest, per feature",
+                      ["feature"], registry=REGISTRY)
+DRIFTED_SHARE = Gauge("ja4_feature_drifted_share", "Share of the features drifted in the live window (input faults excluded)",
+                      registry=REGISTRY)
+FEATURE_IMPUTED_SHARE = Gauge("ja4_feature_imputed_share", "Share of a feature's values imputed in the live window",
+                              ["feature"], registry=REGISTRY)
+INPUT_FAULT = Gauge("ja4_feature_input_fault", "1 while a feature's live window is an input fault (constant|imputed)",
+                    ["feature", "reason"], registry=REGISTRY)
+DRIFT_WINDOW_RECORDS = Gauge("ja4_drift_window_records", "Records in the live drift window", registry=REGISTRY)
+DRIFT_SUSTAINED = Gauge("ja4_drift_sustained_seconds", "How long the drifted share has stayed at or above DRIFT_THRESHOLD",
+                        registry=REGISTRY)
+RETRAIN_REQUESTS = Counter("ja4_retrain_requests_total",
+                           "Retrain requests: published by this replica, seen on the control topic, refused, failed",
+                           ["outcome"], registry=REGISTRY)

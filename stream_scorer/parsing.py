@@ -57,9 +57,11 @@ DEFAULT_MAX_ENVELOPE_RECORDS = 10_000
 #: ``window_start`` that is not a time in range; ``oversized``: the score record would not fit a
 #: producer request; ``scoring_error``: scoring the batch failed (a model or code bug);
 #: ``sink_invalid`` / ``sink_refused``: the sink could not make a row of a score record /
-#: ClickHouse refused the row.
+#: ClickHouse refused the row; ``label_invalid``: the sink could not store a label of
+#: ``TOPIC_LABELS`` (:mod:`ja4_core.label_record` says why).
 RejectCategory = Literal["empty", "invalid_json", "not_object", "envelope_too_large", "missing_key",
-                         "bad_window_start", "oversized", "scoring_error", "sink_invalid", "sink_refused"]
+                         "bad_window_start", "oversized", "scoring_error", "sink_invalid", "sink_refused",
+                         "label_invalid"]
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """The score sink: a Faust agent (its own consumer group) that batch-inserts score records
-into ClickHouse ``ml_all_scores``.
+into ClickHouse ``ml_all_scores``, and a second one that writes the challenger's records of
+``TOPIC_SHADOW_SCORES`` to ``ml_shadow_scores`` (:mod:`ja4_core.shadow_table`). The label
+feed (:mod:`.label_sink`: analyst labels of ``TOPIC_LABELS`` into ``soc_labels``) and the review
+console's read (``/console/rows``, :mod:`.console_data`) share its ClickHouse connection and thread.
 
 At-least-once like the scorer: a batch is acked only after ClickHouse accepted its rows and
 the broker confirmed its DLQ entries, so a crash re-inserts at most one batch. Re-inserted
@@ -107,12 +110,21 @@ def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None]
                     # that cannot be written (it is re-delivered; re-inserts do not duplicate).
                     stream_wait_empty=False)
     scores = app.topic(settings.topic_scores, key_serializer="raw", value_serializer="raw")
+    shadow_scores = app.topic(settings.topic_shadow_scores, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw")
     ch = connect(settings.clickhouse_url)
     ch.init_db()
     writer: ScoreWriter = ScoreWriter(ch.insert_score_rows, attempts=settings.output_delivery_attempts,
                                       backoff_s=settings.output_retry_backoff_s, is_data_error=is_data_error)
-    state: dict[str, Any] = {"inserted": 0, "batches": 0, "rejected": 0, "failed": None}
+    state: dict[str, Any] = {"inserted": 0, "batches": 0, "rejected": 0, "failed": None,
+                             "shadow_inserted": 0, "shadow_rejected": 0}
+    from ja4_core.shadow_table import insert_shadow_rows
+
+    # The challenger's records (issue 17) share the writer's rules but not its rows' table.
+    shadow_writer: ScoreWriter = ScoreWriter(lambda rows: insert_shadow_rows(ch, rows),
+                                             attempts=settings.output_delivery_attempts,
+                                             backoff_s=settings.output_retry_backoff_s, is_data_error=is_data_error,
+                                             pool=writer.pool)  # one thread per connection (chdb)
 
     def assigned() -> list[int]:
         try:
@@ -138,6 +150,13 @@ def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None]
                 ("source-partition", str(m.partition).encode()), ("source-offset", str(m.offset).encode())]))
         if pending:
             await asyncio.gather(*pending)  # confirmed by the broker before the batch is acked
+
+    # The label feed (TOPIC_LABELS -> soc_labels) and the review console's read of ClickHouse.
+    from stream_scorer.console_data import install_review_api
+    from stream_scorer.label_sink import install_label_feed, label_health
+
+    labels = install_label_feed(app, settings, ch, writer, registry, dead_letter, state, on_fatal)
+    install_review_api(app, settings, ch, writer.pool)
 
     async def sink_batch(stream: StreamT, events: list) -> None:
         rows, row_events = [], []
@@ -171,9 +190,45 @@ def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None]
                 on_fatal(exc)
                 await asyncio.Event().wait()  # read nothing more; the stop cancels this
 
+    async def sink_shadow_batch(stream: StreamT, events: list) -> None:
+        """Shadow score records -> ``ml_shadow_scores``, with the same at-least-once rule and
+        the same dead-lettering of records that cannot be rows."""
+        from ja4_core.shadow_table import shadow_row
+
+        rows, row_events = [], []
+        bad: list[tuple[Any, RejectCategory, str]] = []
+        for ev in events:
+            try:
+                value = ev.message.value
+                rows.append(shadow_row(orjson.loads(value) if value is not None else None))  # type: ignore[arg-type]
+                row_events.append(ev)
+            except (SchemaError, orjson.JSONDecodeError) as exc:
+                bad.append((ev, "sink_invalid", f"sink: shadow score record: {exc}"[:1000]))
+        refused = await shadow_writer.write(rows, row_events)
+        await dead_letter(bad + [(ev, "sink_refused", reason) for ev, reason in refused])
+        state["shadow_inserted"] += len(rows) - len(refused)
+        state["shadow_rejected"] += len(bad) + len(refused)
+        for ev in events:
+            await stream.ack(ev)
+
+    @app.agent(shadow_scores)
+    async def sink_shadow_scores(stream: StreamT) -> None:
+        if state["failed"] is not None:
+            await asyncio.Event().wait()
+        within = settings.sink_batch_wait_ms / 1000.0
+        async for events in stream.noack_take(settings.sink_batch_max, within=within):  # type: ignore[attr-defined]
+            try:
+                await sink_shadow_batch(stream, events)
+            except Exception as exc:  # the same rule as the champion's records: never skip a batch
+                state["failed"] = redact(repr(exc))[:500]
+                log.critical("sink: stopping; a batch of %d shadow score records stays unacked: %s", len(events), exc)
+                on_fatal(exc)
+                await asyncio.Event().wait()
+
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        return web.json({"alive": True, **state, "ready": ready(), "partitions": assigned()})
+        return web.json({"alive": True, **state, "ready": ready(), "partitions": assigned(),
+                         "labels": label_health(labels)})
 
     @app.page("/ready")
     async def readiness(web: Any, request: Any) -> Any:

@@ -47,13 +47,15 @@ class ScoreWriter(Generic[T]):
     ``/metrics``; :attr:`blocked` is True while a failed attempt waits for its retry."""
 
     def __init__(self, insert: Callable[[Sequence[Any]], Any], *, attempts: int, backoff_s: float,
-                 is_data_error: Callable[[BaseException], bool]) -> None:
+                 is_data_error: Callable[[BaseException], bool],
+                 pool: concurrent.futures.ThreadPoolExecutor | None = None) -> None:
         self._insert = insert
         self.attempts = attempts
         self.backoff_s = backoff_s
         self._is_data_error = is_data_error
-        # One thread: the embedded engine sees one caller, and inserts stay in order.
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
+        # One thread: the embedded engine sees one caller, and inserts stay in order. Writers
+        # of one connection (the scores, the labels) share it (``pool``).
+        self._pool = pool or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
         self.blocked = False
         self.inserts = 0          #: INSERT statements sent (succeeded or not)
         self.failed_attempts = 0  #: attempts that failed for a reason not about the data
@@ -77,6 +79,11 @@ class ScoreWriter(Generic[T]):
                     mid = (lo + hi) // 2
                     todo += [(mid, hi), (lo, mid)]
         return refused
+
+    @property
+    def pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The one thread that talks to ClickHouse (for another writer or a read of the same connection)."""
+        return self._pool
 
     async def _insert_retrying(self, rows: Sequence[Any]) -> None:
         loop = asyncio.get_running_loop()

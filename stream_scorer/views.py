@@ -3,8 +3,9 @@
 ``/health`` (and ``/live``): liveness, 200 while the event loop answers, with the readiness
 state in the body; ``/ready``: 200 only when a model is active, partitions of the
 features topic are assigned and outputs are being delivered (not retried, not given up on),
-else 503; ``/model``: the active model, reload outcomes and
-the last control message; ``/metrics``: Prometheus text format.
+else 503; ``/model``: the active model, the challenger beside it
+(see :mod:`.shadow`), reload outcomes and the last control message; ``/drift``: the live drift
+of the replica's input (:mod:`.drift_watch`); ``/metrics``: Prometheus text format.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ja4_core.settings import Settings
 from stream_scorer import metrics
 from stream_scorer.agents import DELIVERY
 from stream_scorer.control_follower import ControlFollower
+from stream_scorer.drift_watch import DriftWatch
 from stream_scorer.model_holder import ModelHolder
 from stream_scorer.worker_parts import WorkerParts
 
@@ -28,12 +30,16 @@ app: faust.App
 settings: Settings
 holder: ModelHolder
 follower: ControlFollower
+#: The live drift of the replica (:mod:`.drift_watch`), None when off.
+parts_drift: DriftWatch | None = None
 
 
 def register(parts: WorkerParts) -> None:
     """Bind this module to a worker's parts and add its pages to the app's web server."""
     global app, settings, holder, follower
     app, settings, holder, follower = parts.app, parts.settings, parts.holder, parts.follower
+    global parts_drift
+    parts_drift = parts.drift
     for path, view in PAGES.items():
         app.page(path)(view)
 
@@ -81,11 +87,23 @@ class Model(View):
         return self.json({
             "replica": f"{os.uname().nodename}:{os.getpid()}:{settings.scorer_web_port}",
             "active": active.describe() if active else None,
+            "challenger": follower.shadow.describe(),
             "outcomes": dict(holder.outcomes),
             "pending_retry": holder.pending_retry.version if holder.pending_retry else None,
             "control_messages_seen": follower.messages_seen,
             "partitions": _assigned(),
         })
+
+
+class Drift(View):
+    """The live drift of this replica's input (see :mod:`.drift_watch`): the window, each
+    feature's statistic and input fault, the baseline's and the window's quantiles."""
+
+    async def get(self, request: Request) -> Response:
+        watch = parts_drift
+        if watch is None:
+            return self.json({"enabled": False})
+        return self.json({"enabled": watch.live.enabled, **watch.describe()})
 
 
 class Metrics(View):
@@ -96,4 +114,5 @@ class Metrics(View):
 
 
 #: The pages a worker serves, by path.
-PAGES: dict[str, type[View]] = {"/health": Health, "/ready": Ready, "/live": Live, "/model": Model, "/metrics": Metrics}
+PAGES: dict[str, type[View]] = {"/health": Health, "/ready": Ready, "/live": Live, "/model": Model, "/metrics": Metrics,
+                              "/drift": Drift}

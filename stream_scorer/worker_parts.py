@@ -15,6 +15,7 @@ import faust
 
 from ja4_core.settings import Settings
 from stream_scorer.control_follower import ControlFollower
+from stream_scorer.drift_watch import DriftWatch
 from stream_scorer.model_holder import ModelHolder
 
 
@@ -29,3 +30,5 @@ class WorkerParts:
     dlq_topic: Any
     holder: ModelHolder
     follower: ControlFollower
+    #: The replica's live drift and retrain requests (see :mod:`.drift_watch`).
+    drift: DriftWatch | None = None

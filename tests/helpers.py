@@ -30,6 +30,7 @@ def topic_env(bootstrap: str, suffix: str, store: Path, **extra: str) -> dict[st
         "TOPIC_FEATURES": f"features-{suffix}",
         "TOPIC_SCORES": f"scores-{suffix}",
         "TOPIC_DLQ": f"dlq-{suffix}",
+        "TOPIC_SHADOW_SCORES": f"shadow-{suffix}",
         "TOPIC_CONTROL": f"control-{suffix}",
         "TOPIC_PARTITIONS": "4",
         "MODEL_STORE": str(store),

@@ -17,7 +17,7 @@ from typing import Any
 from ja4_core.bundle import PUBLISHED, ModelStore, read_manifest
 from ja4_core.errors import BundleError
 from ja4_core.settings import Settings
-from trainer.publish import PUBLISH_TIMEOUT_S, PublishError, publish_activate
+from trainer.publish import PUBLISH_TIMEOUT_S, PublishError, publish_activate, publish_control
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +71,13 @@ def announce_pending(settings: Settings, store: ModelStore, model: str, *,
     except PublishError as exc:
         log.warning("could not announce %s/%s: %s", model, current, exc)
         return None, str(exc)
+
+
+def announce_challenger(settings: Settings, store: ModelStore, model: str, version: str, manifest_sha256: str, *,
+                        retire: bool = False, timeout: float = PUBLISH_TIMEOUT_S) -> str:
+    """Publish ``shadow`` (or, with ``retire``, ``retire``) for a version on disk and wait for
+    the broker's confirmation; return the version. The ``PUBLISHED`` marker stays the
+    champion's: a challenger is never what ``CURRENT`` names. Raises :class:`PublishError`."""
+    publish_control(settings, "retire" if retire else "shadow", model=model, version=version,
+                    uri=store.uri(model, version), manifest_sha256=manifest_sha256, timeout=timeout)
+    return version

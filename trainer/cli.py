@@ -5,6 +5,7 @@ Commands::
     stream-trainer init-db                       create the ClickHouse schema (idempotent)
     stream-trainer load --file rows.ndjson|.csv  fill the feature table from a file
     stream-trainer load --simulate --days 7 --rate 300 --bot-share 0.1 --label-share 0.2
+    stream-trainer label --file labels.csv|.ndjson [--source S]  import analyst labels into soc_labels
     stream-trainer run-once [--force]            decide, train, announce, report, exit
     stream-trainer loop                          run-once on a schedule until SIGTERM/Ctrl-C
     stream-trainer status [--json]               versions, current, decisions, control topic
@@ -190,6 +191,18 @@ def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_champion(args: argparse.Namespace, settings: Settings) -> int:
+    """``promote`` / ``retire``: the operator's verdict on the challenger (default: the live one)."""
+    from ja4_core.bundle import ModelStore
+    from trainer.champion_step import operator_decision
+
+    judged = operator_decision(settings, ModelStore(settings.model_store), args.command, args.version)
+    _print_table(f"{PROG} {args.command}", [("model", settings.model_name), ("challenger", judged.challenger),
+                                            ("champion before", judged.champion or "-"),
+                                            ("decision", judged.decision), ("announced", judged.published or "-")])
+    return 0
+
+
 def status(settings: Settings, kafka_timeout: float = 5.0) -> dict[str, Any]:
     """Versions in the store, the current one, the last decisions and the latest control
     message; sources that cannot be reached are reported, not fatal."""
@@ -228,7 +241,8 @@ def status(settings: Settings, kafka_timeout: float = 5.0) -> dict[str, Any]:
         out["control"] = (None if control is None else
                           {"partition": control.partition, "offset": control.offset, "error": control.error,
                            "message": control.message.__dict__ if control.message else None,
-                           "refused": control.refused})
+                           "refused": control.refused,
+                           "challenger": control.challenger.__dict__ if control.challenger else None})
     except Exception as exc:  # Kafka may be down
         out["control_error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return out
@@ -259,9 +273,24 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                                       f"{' (rollback)' if m['rollback'] else ''} [offset {control['offset']}]"))
     else:
         rows.append(("control topic", f"no valid message; last refused: {control['error']}"))
+    if control and control.get("challenger"):
+        c = control["challenger"]
+        rows.append(("challenger", f"shadow {c['version']} issued {c['issued_at']} by {c['issued_by']}"))
     if control and control.get("refused"):
         rows.append(("control refused", ", ".join(f"{n} {why}" for why, n in sorted(control["refused"].items()))))
     _print_table(f"{PROG} status", rows)
+    return 0
+
+
+def cmd_label(args: argparse.Namespace, settings: Settings) -> int:
+    from ja4_core.clickhouse_io import connect
+    from trainer.label_import import import_labels
+
+    with connect(settings.clickhouse_url) as ch:
+        ch.init_db(settings.features or DEFAULT_FEATURES)
+        result = import_labels(ch, Path(args.file), default_source=args.source)
+    print(f"imported {result.imported} labels ({result.bots} bot, {result.imported - result.bots} human) from "
+          f"{args.file} into {ch.database}.soc_labels; {result.unscored} of them for windows never scored")
     return 0
 
 
@@ -290,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--label-share", type=float, default=0.2,
                       help="share of records (bots and humans alike) given an analyst label (default 0.2)")
     load.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
+    lab = command("label", cmd_label, "import analyst labels (CSV or NDJSON) into soc_labels")
+    lab.add_argument("--file", required=True, help="CSV with a header or NDJSON: window_start, src_ip, ja4, host, "
+                                                   "label (bot|human), source, optional analyst, note")
+    lab.add_argument("--source", default=None, help="source of the lines that name none (e.g. siem-export)")
     run = command("run-once", cmd_run_once, "decide, train, announce, report, exit")
     run.add_argument("--force", action="store_true", help="train even inside RETRAIN_INTERVAL_H without drift")
     command("loop", cmd_loop, "run on a schedule until SIGTERM/Ctrl-C")
@@ -297,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print JSON")
     act = command("activate", cmd_activate, "operator rollback: make VERSION current and announce it")
     act.add_argument("version")
+    for name, text in (("promote", "make the challenger (or VERSION) the champion: CURRENT, then activate"),
+                       ("retire", "stop the challenger (or VERSION) shadowing on every replica")):
+        verdict = command(name, cmd_champion, text)
+        verdict.add_argument("version", nargs="?", help="default: the challenger shadowing now")
     for cmd in commands:  # last, so that --help lists each command's own options first
         add_setting_flags(cmd, process=TRAINER)
     return parser

@@ -270,15 +270,18 @@ def _anchored(neg: Mapping[str, np.ndarray],
 
 
 def level_rates(scores: np.ndarray, thresholds: Mapping[str, float],
-                design: Mapping[str, float]) -> dict[str, dict[str, float]]:
+                design: Mapping[str, float], weights: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Per threat level, the share of human validation rows at or above its threshold (the
-    validation false-alert rate) next to the design rate ``1 - quantile``.
+    validation false-alert rate) next to the design rate ``1 - quantile``; ``weights``: each
+    row's probability of being human (a weighted share).
 
     >>> level_rates(np.arange(100) / 100, {"LOW": 0.9, "HIGH": 0.99}, {"LOW": 0.9, "HIGH": 0.99})
     {'LOW': {'design': 0.1, 'validation': 0.1}, 'HIGH': {'design': 0.01, 'validation': 0.01}}
     """
     s = np.asarray(scores, dtype=np.float64)
+    w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=np.float64)
+    total = float(w.sum())
     # the scorer's rule (ja4_core.ensemble.decide): a score reaches a level at or above its cut
     return {k: {"design": round(1.0 - design[k], 6),
-                "validation": float(np.mean(s >= thresholds[k])) if len(s) else 0.0} for k in thresholds}
+                "validation": float(w[s >= thresholds[k]].sum() / total) if total > 0 else 0.0} for k in thresholds}
 

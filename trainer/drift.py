@@ -1,138 +1,25 @@
 """Drift of the current baseline against the digest stored in the current bundle.
 
-The bundle does not keep its training data, only a per-feature digest (``quantile_digest``
-in :mod:`trainer.fit`): nine evenly spaced percentiles from p5 to p95, the mean and the std. So both
-tests compare the *new sample* with the *reference quantiles*:
-
-**KS on the quantile CDF** (our choice, rather than ``ks_2samp`` against a sample rebuilt from
-nine quantiles). The digest pins the reference CDF at its quantile points: at a point ``v``,
-``F_ref(v)`` lies between the largest quantile level whose value is ``<= v`` and the smallest
-level whose value is ``> v`` (one number for a continuous feature, a band where quantiles tie,
-as they do for 0/1 flags and small counts). The statistic is the largest distance between the
-new sample's empirical CDF and that band over the digest's points: a lower bound of the real
-two-sample KS distance that needs no invented data. A rebuilt sample would invent the tails
-below p5 and above p95 and, for discrete features, spread the ties into a continuum that any
-real sample "differs" from. The p-value uses the two-sample asymptotic distribution
-(``scipy.stats.kstwobign``) with the effective size ``n*m/(n+m)``; with tens of thousands of rows
-any tiny shift is "significant", so a feature only counts as drifted when the distance itself
-is large (``KS_DISTANCE``) *and* significant.
-
-**KL divergence on the quantile bins.** The digest's distinct quantile values cut the line
-into bins with known reference mass (5 % below p5, 11.25 % between neighbours, 5 % above
-p95; merged where values tie); KL(new || reference) on those bins, smoothed, catches changes of
-shape the KS distance understates, such as mass moving into a tail.
-
-A run is *drift-forced* when the share of drifted features reaches ``DRIFT_THRESHOLD``.
+The statistic lives in :mod:`ja4_core.drift` (one home: every scorer replica computes the same
+one on its live window); this module keeps the trainer's names for it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from ja4_core.drift import (
+    DIGEST_LEVELS,
+    KL_EPS,
+    KL_LIMIT,
+    KS_ALPHA,
+    KS_DISTANCE,
+    DriftReport,
+    FeatureDrift,
+    check_drift,
+    digest_points,
+    drift_from_cdf,
+    feature_drift,
+    reference_cdf_band,
+)
 
-import numpy as np
-from scipy import stats
-
-#: Quantile levels of the digest (must match ``trainer.fit.quantile_digest``).
-DIGEST_LEVELS = np.linspace(0.05, 0.95, 9)
-#: KS distance (sup |F_new - F_ref|) from which a feature may count as drifted.
-KS_DISTANCE = 0.10
-#: ... provided the KS p-value is below this.
-KS_ALPHA = 0.01
-#: KL divergence (nats) on the quantile bins from which a feature counts as drifted.
-KL_LIMIT = 0.10
-#: Added to every bin mass before the KL, so an empty bin does not make it infinite.
-KL_EPS = 1e-4
-
-
-@dataclass
-class FeatureDrift:
-    feature: str
-    ks: float
-    ks_pvalue: float
-    kl: float
-    mean_shift_std: float  # (new mean - reference mean) / reference std, for the report
-    n: int
-    drifted: bool
-    note: str = ""
-
-
-@dataclass
-class DriftReport:
-    features: list[FeatureDrift] = field(default_factory=list)
-    threshold: float = 0.3
-    n_rows: int = 0
-    n_ref: int | None = None
-
-    @property
-    def drifted(self) -> list[str]:
-        return [f.feature for f in self.features if f.drifted]
-
-    @property
-    def share(self) -> float:
-        return len(self.drifted) / len(self.features) if self.features else 0.0
-
-    @property
-    def forced(self) -> bool:
-        """True when the drifted share reaches the threshold (and something was compared)."""
-        return bool(self.features) and self.share >= self.threshold
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"share": self.share, "forced": self.forced, "threshold": self.threshold,
-                "n_rows": self.n_rows, "n_ref": self.n_ref, "drifted": self.drifted,
-                "features": {f.feature: {k: v for k, v in asdict(f).items() if k != "feature"}
-                             for f in self.features}}
-
-
-def reference_cdf_band(quantiles: Sequence[float] | np.ndarray, points: np.ndarray,
-                       levels: np.ndarray = DIGEST_LEVELS) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds of the reference CDF at ``points`` implied by the digest's quantiles.
-
-    >>> lo, hi = reference_cdf_band([0, 0, 0, 0, 0, 0, 0, 1, 1], np.array([0.0, 1.0]))
-    >>> lo.round(4).tolist(), hi.round(4).tolist()
-    ([0.725, 0.95], [0.8375, 1.0])
-    """
-    q = np.asarray(quantiles, dtype=np.float64)
-    lo = np.array([levels[q <= v].max() if np.any(q <= v) else 0.0 for v in points])
-    hi = np.array([levels[q > v].min() if np.any(q > v) else 1.0 for v in points])
-    return lo, hi
-
-
-def feature_drift(values: np.ndarray, entry: Mapping[str, Any], *, n_ref: int | None = None,
-                  name: str = "") -> FeatureDrift:
-    """KS distance to the reference CDF band and KL on the quantile bins for one feature."""
-    values = np.asarray(values, dtype=np.float64)
-    values = np.sort(values[np.isfinite(values)])
-    n = len(values)
-    quantiles = np.asarray(entry.get("quantiles", []), dtype=np.float64)
-    if n == 0 or len(quantiles) != len(DIGEST_LEVELS) or not np.all(np.isfinite(quantiles)):
-        note = "no value in the current baseline" if n == 0 else "digest unusable"
-        return FeatureDrift(name, 1.0, 0.0, float("inf"), float("nan"), n, drifted=n == 0, note=note)
-    points = np.unique(quantiles)
-    f_new = np.searchsorted(values, points, side="right") / n
-    lo, hi = reference_cdf_band(quantiles, points)
-    ks = float(np.max(np.maximum(0.0, np.maximum(f_new - hi, lo - f_new))))
-    m = n_ref or n
-    n_eff = n * m / (n + m)
-    pvalue = float(stats.kstwobign.sf(ks * np.sqrt(n_eff))) if ks > 0 else 1.0
-    # KL on bins cut at the distinct quantile values; where quantiles tie the reference CDF
-    # is only known within [lo, hi], so take the value in that band closest to the new CDF.
-    f_ref = np.clip(f_new, lo, hi)
-    p_new = np.diff(np.concatenate([[0.0], f_new, [1.0]])) + KL_EPS
-    p_ref = np.diff(np.concatenate([[0.0], f_ref, [1.0]])) + KL_EPS
-    p_new, p_ref = p_new / p_new.sum(), np.maximum(p_ref, KL_EPS) / np.maximum(p_ref, KL_EPS).sum()
-    kl = float(np.sum(p_new * np.log(p_new / p_ref)))
-    std = float(entry.get("std") or 0.0)
-    mean_shift = (float(values.mean()) - float(entry.get("mean", 0.0))) / std if std > 0 else 0.0
-    drifted = (ks >= KS_DISTANCE and pvalue < KS_ALPHA) or kl >= KL_LIMIT
-    return FeatureDrift(name, ks, pvalue, kl, mean_shift, n, drifted)
-
-
-def check_drift(X: np.ndarray, features: Sequence[str], digest: Mapping[str, Mapping[str, Any]], *,
-                threshold: float, n_ref: int | None = None) -> DriftReport:
-    """Compare each column of ``X`` (named ``features``) that the digest knows with it."""
-    report = DriftReport(threshold=threshold, n_rows=len(X), n_ref=n_ref)
-    for j, name in enumerate(features):
-        if name in digest:
-            report.features.append(feature_drift(X[:, j], digest[name], n_ref=n_ref, name=name))
-    return report
+__all__ = ["DIGEST_LEVELS", "KL_EPS", "KL_LIMIT", "KS_ALPHA", "KS_DISTANCE", "DriftReport", "FeatureDrift",
+           "check_drift", "digest_points", "drift_from_cdf", "feature_drift", "reference_cdf_band"]

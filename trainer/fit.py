@@ -87,6 +87,18 @@ def xgb_threads(n_rows: int, nthreads: int) -> int:
     return nthreads if n_rows >= XGB_PARALLEL_MIN_ROWS else 1
 
 
+def class_weight(y: np.ndarray) -> float:
+    """XGBoost's ``scale_pos_weight`` for labels ``y``: negatives per positive (as
+    :meth:`ja4_core.detectors.XGBDetector.fit` sets it when none is given).
+
+    >>> class_weight(np.array([1, 0, 0, 0]))
+    3.0
+    """
+    y = np.asarray(y)
+    pos = max(int(np.sum(y == 1)), 1)
+    return float((len(y) - pos) / pos)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run a block with ``n`` torch intra-op threads, then restore the previous number."""
@@ -127,35 +139,122 @@ def split_time_ordered(X: np.ndarray, train_share: float) -> tuple[np.ndarray, n
     return X[:cut], X[cut:]
 
 
-#: Fewer labelled humans than this in the validation period: the levels are set on the whole
-#: validation split instead (a quantile of a few hundred rows is mostly noise at 99.9 %).
+#: Human false-alert rates at which the report gives the recall of held-out labelled bots.
+ALERT_RATES: tuple[float, ...] = (0.01, 0.05)
+
+#: Fewer labelled humans than this: the levels are set on the whole validation split instead
+#: (when there is no supervised member to tell its bots apart).
 MIN_REFERENCE_HUMANS = 200
 
 
-def human_reference(members: "Members", humans: Mapping[str, np.ndarray] | None
-                    ) -> tuple[Mapping[str, np.ndarray], str]:
-    """Raw member scores of the rows the threat levels are set on, and what they are.
+def calibrate(p_bot: np.ndarray, calibration: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """The supervised member's probabilities mapped to calibrated ones *with the classes
+    balanced*: an isotonic regression of the labels on out-of-sample probabilities of labelled
+    rows (``calibration`` = (probabilities, labels)), bots weighted negatives / positives.
+    Boosted trees are not calibrated: on the simulator a third of the bots scored 0.3-0.9, and
+    taken as they were the weights of :func:`human_weights` kept half of each such bot as a
+    human (fresh humans then reached MEDIUM at 1.2 % instead of 3 %; calibrated: 2.65 %).
+    Unchanged without calibration rows or with a single class."""
+    p = np.asarray(p_bot, dtype=np.float64)
+    if calibration is None:
+        return p
+    cp, cy = (np.asarray(a, dtype=np.float64) for a in calibration)
+    n_pos = int(np.sum(cy == 1))
+    if n_pos == 0 or n_pos == len(cy):
+        return p
+    from sklearn.isotonic import IsotonicRegression
 
-    The levels are quantiles of the combined score *on humans*. The validation split is the
-    unlabelled traffic, and in production it holds bots nobody labelled (about 9 % in the
-    demo and the simulator): its upper quantiles then land among those bots, and live humans
-    reach MEDIUM and above two orders of magnitude less often than designed. Labelled humans
-    of the validation period are humans for sure, so with at least
-    :data:`MIN_REFERENCE_HUMANS` of them the levels are set on them (their XGBoost scores are
-    out-of-fold, see :func:`trainer.train.fit_and_evaluate`). Without, the validation split is
-    used as before: no unlabelled estimate was found that holds on both the clean ADBench
-    sets and the simulator (trimming the rows above the EIF's contamination threshold, or a
-    Gaussian mixture on the score, move every level off by more than a factor of 2 on one of
-    them, because the simulator's bots overlap the humans' upper tail); the report then
-    shows the rates on the validation split and says which rows the levels came from."""
+    iso = IsotonicRegression(y_min=1e-6, y_max=1 - 1e-6, out_of_bounds="clip")
+    iso.fit(cp, cy, sample_weight=np.where(cy == 1, (len(cy) - n_pos) / n_pos, 1.0))
+    return np.asarray(iso.predict(p), dtype=np.float64)
+
+
+def human_weights(p_bot: np.ndarray, *, iters: int = 200, tol: float = 1e-7) -> tuple[np.ndarray, float]:
+    """Each validation row's probability of being human, from the supervised member's
+    probabilities ``p_bot`` (calibrated with the classes balanced, :func:`calibrate`), and the
+    validation split's estimated bot share.
+
+    With the classes balanced, the odds ``p / (1 - p)`` estimate the likelihood ratio
+    bot : human of a row, not the posterior in the validation split, whose bot share is
+    unknown (its unlabelled bots). The share and the posteriors are found together by EM (Saerens, Latinne & Decaestecker 2002, "Adjusting the
+    outputs of a classifier to new a priori probabilities"): posterior = share * LR / (share * LR
+    + 1 - share), share = mean posterior. On the demo's replay it estimated 6.1 % (true 7.8 %).
+
+    >>> w, share = human_weights(np.array([0.01] * 90 + [0.99] * 10))
+    >>> round(share, 2), round(float(w[0]), 3), round(float(w[-1]), 3)
+    (0.09, 0.999, 0.091)
+    """
+    p = np.clip(np.asarray(p_bot, dtype=np.float64), 1e-9, 1 - 1e-9)
+    lr = p / (1.0 - p)
+    share = 0.1
+    post = np.full(len(p), share)
+    for _ in range(iters):
+        post = share * lr / (share * lr + 1.0 - share)
+        new = float(post.mean()) if len(post) else 0.0
+        if abs(new - share) < tol:
+            share = new
+            break
+        share = new
+    return 1.0 - post, share
+
+
+def human_reference(members: "Members", humans: Mapping[str, np.ndarray] | None,
+                    calibration: tuple[np.ndarray, np.ndarray] | None = None
+                    ) -> tuple[Mapping[str, np.ndarray], np.ndarray | None, str]:
+    """Raw member scores of the rows the threat levels are set on, their weights (each row's
+    probability of being human; None: all count fully), and what they are.
+
+    The levels are quantiles of the combined score *on humans*, the score the worker computes.
+    The validation split is that score on thousands of rows the members never trained on, but
+    it is unlabelled traffic and holds bots nobody labelled (about 8 % in the demo): taken as
+    it is, its upper quantiles land among those bots and live humans reached MEDIUM 100x less
+    often than designed. Labelled humans are humans for sure but few: a 99.9 % quantile of a
+    few hundred (or even 2,400) of them rests on the top one or two, and the demo's live humans
+    reached CRITICAL 2-5x more often than designed. So, in this order:
+
+    1. with a supervised member: the whole validation split, each row weighted by its
+       probability of being human (:func:`human_weights` on :func:`calibrate`'s
+       probabilities, ``calibration`` being out-of-sample probabilities of labelled rows and
+       their labels); on the demo's replay this gave
+       9.2 / 2.7 / 0.9 / 0.15 % of live humans (design 10 / 3 / 1 / 0.1), against 9.2-10.7 /
+       3.2-3.5 / 1.0-1.1 / 0.1-0.15 % for the validation split's true humans;
+    2. else at least :data:`MIN_REFERENCE_HUMANS` analyst-labelled humans
+       (:func:`trainer.train.reference_humans`);
+    3. else the validation split as it is: no unlabelled estimate was found that holds on both
+       the clean ADBench sets and the simulator (trimming the rows above the EIF's
+       contamination threshold, or a Gaussian mixture on the score, move every level off by
+       more than a factor of 2 on one of them, because the simulator's bots overlap the
+       humans' upper tail)."""
+    if "xgb" in members.val:
+        weights, share = human_weights(calibrate(members.val["xgb"], calibration))
+        return members.val, weights, (f"{members.n_val} validation rows weighted by their probability of being human "
+                                      f"(supervised member; estimated bot share {share:.3f})")
     if humans is not None and len(humans["eif"]) >= MIN_REFERENCE_HUMANS:
-        return humans, f"{len(humans['eif'])} labelled humans of the validation period"
-    return members.val, f"{members.n_val} validation rows (unlabelled: may hold bots, then humans alert less)"
+        return humans, None, f"{len(humans['eif'])} analyst-labelled humans"
+    return members.val, None, f"{members.n_val} validation rows (unlabelled: may hold bots, then humans alert less)"
 
 
-def level_thresholds(combined_val: np.ndarray) -> dict[str, float]:
-    """Threat thresholds from the combined score on human validation rows, kept increasing."""
-    cuts = {k: float(np.quantile(combined_val, q)) for k, q in LEVEL_QUANTILES.items()}
+def weighted_quantile(values: np.ndarray, q: float, weights: np.ndarray | None = None) -> float:
+    """The smallest value at which the weighted share of ``values`` at or below it reaches
+    ``q`` (``np.quantile``'s linear interpolation when unweighted).
+
+    >>> weighted_quantile(np.array([1.0, 2.0, 3.0, 4.0]), 0.5, np.array([1.0, 1.0, 1.0, 5.0]))
+    4.0
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if weights is None:
+        return float(np.quantile(v, q))
+    order = np.argsort(v, kind="stable")
+    cum = np.cumsum(np.asarray(weights, dtype=np.float64)[order])
+    if not len(cum) or cum[-1] <= 0:
+        return float(np.quantile(v, q)) if len(v) else 0.0
+    return float(v[order][min(int(np.searchsorted(cum / cum[-1], q)), len(v) - 1)])
+
+
+def level_thresholds(combined_val: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+    """Threat thresholds from the combined score on human rows (``weights``: each row's
+    probability of being human), kept increasing."""
+    cuts = {k: weighted_quantile(combined_val, q, weights) for k, q in LEVEL_QUANTILES.items()}
     prev = -np.inf
     for k in LEVEL_QUANTILES:  # ties in the quantiles would make a level empty but never disorder
         cuts[k] = max(cuts[k], prev)
@@ -270,26 +369,37 @@ def combined(ensemble: Ensemble, scores: Mapping[str, np.ndarray]) -> ScoreBatch
 
 
 def assemble(members: Members, features: tuple[str, ...], medians: np.ndarray, weights: Weights, *,
-             humans: Mapping[str, np.ndarray] | None = None) -> FitResult:
+             humans: Mapping[str, np.ndarray] | None = None,
+             calibration: tuple[np.ndarray, np.ndarray] | None = None) -> FitResult:
     """The ensemble from fitted members and their weights, with the threat thresholds and
     the gate's figure derived from the validation scores the members already produced.
 
     ``humans``: raw member scores of labelled humans of the validation period (none of them
-    trained on), which the levels are set on when there are enough (:func:`human_reference`)."""
+    trained on), which the levels are set on when there are enough (:func:`human_reference`);
+    ``calibration``: out-of-sample supervised probabilities of labelled rows and their labels
+    (:func:`calibrate`)."""
     ensemble = Ensemble(features=tuple(features), medians=medians, eif=members.eif, ae=members.ae, xgb=members.xgb,
                         ae_weight=weights.ae, xgb_weight=weights.xgb, tables=weights.tables,
                         combination=weights.combination)
     batch = combined(ensemble, members.val)
-    reference, described = human_reference(members, humans)
+    reference, weights_h, described = human_reference(members, humans, calibration)
     ref = batch.anomaly if reference is members.val else combined(ensemble, reference).anomaly
-    ensemble.thresholds = level_thresholds(ref)
+    ensemble.thresholds = level_thresholds(ref, weights_h)
     if ensemble.combination is not None:  # the operating point, recorded with the decision
         # per level: the human false-alert rate on the rows the levels were set on
-        # ("validation"), and on the whole validation split ("validation_all")
-        levels = level_rates(ref, ensemble.thresholds, LEVEL_QUANTILES)
+        # ("validation"; weighted by P(human) when so set), and on the whole validation split
+        # ("validation_all"), and on the analysts' humans when given ("labelled_humans")
+        levels = level_rates(ref, ensemble.thresholds, LEVEL_QUANTILES, weights_h)
+        if humans is not None and len(humans["eif"]):
+            for k, r in level_rates(combined(ensemble, humans).anomaly, ensemble.thresholds,
+                                    LEVEL_QUANTILES).items():
+                levels[k]["labelled_humans"] = r["validation"]
         for k, r in level_rates(batch.anomaly, ensemble.thresholds, LEVEL_QUANTILES).items():
             levels[k]["validation_all"] = r["validation"]
         ensemble.combination["levels"] = levels
+        # the cuts at 1 % and 5 % human false alerts on the same humans: the report's recall
+        ensemble.combination["alert_cuts"] = {f"{int(r * 100)}pct": weighted_quantile(ref, 1.0 - r, weights_h)
+                                              for r in ALERT_RATES}
         ensemble.combination["levels_set_on"] = described
     val_scores = {"eif": batch.eif, "anomaly": batch.anomaly}
     if batch.ae is not None:
@@ -330,13 +440,23 @@ def fit_ensemble(X: np.ndarray, features: tuple[str, ...], config: FitConfig, *,
         labelled = (score_members(members, Xl), np.asarray(labelled_val[1]))
         is_human = labelled[1] == 0
         humans = {m: v[is_human] for m, v in labelled[0].items()}
+    calibration = None
+    if xgb_data is not None:  # out-of-fold probabilities of the labels XGBoost learned from
+        yl = np.asarray(xgb_data[1], dtype=np.int32)  # folds weighted like the fitted model (trainer.labels.out_of_fold)
+        oof = XGBDetector(nthreads=xgb_threads(len(yl), config.nthreads), random_seed=config.seed,
+                          scale_pos_weight=class_weight(yl)).predict_proba_oof(xgb_data[0], yl, seed=config.seed)
+        calibration = (oof[:, 1], yl)
+    elif labelled is not None and "xgb" in labelled[0]:  # a prefit model: the labelled rows it never saw
+        calibration = (labelled[0]["xgb"], labelled[1])
     return assemble(members, features, medians,
                     decide_weights(config, members.val, labelled=labelled, constructed=members.constructed),
-                    humans=humans)
+                    humans=humans, calibration=calibration)
 
 
 def quantile_digest(X: np.ndarray, features: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Per-feature 9-point quantile digest (p5..p95), mean and std, for drift checks."""
+    """Per-feature 9-point quantile digest (p5..p95), mean and std, for drift checks, and the
+    1st and 99th percentiles (``p1``, ``p99``) that a score record's reasons compare with
+    (:mod:`ja4_core.reasons`)."""
     qs = np.linspace(0.05, 0.95, 9)
     out: dict[str, dict[str, Any]] = {}
     for j, name in enumerate(features):
@@ -344,6 +464,7 @@ def quantile_digest(X: np.ndarray, features: tuple[str, ...]) -> dict[str, dict[
         col = col[np.isfinite(col)]
         if not len(col):
             col = np.zeros(1)
+        p1, p99 = np.quantile(col, (0.01, 0.99)).tolist()
         out[name] = {"quantiles": np.quantile(col, qs).tolist(), "mean": float(col.mean()),
-                     "std": float(col.std())}
+                     "std": float(col.std()), "p1": p1, "p99": p99}
     return out

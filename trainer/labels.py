@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ja4_core.detectors import XGBDetector
-from trainer.fit import xgb_threads
+from trainer.fit import class_weight, xgb_threads
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,15 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, *, nthreads: int = 1, seed: int = 
     """Out-of-fold XGBoost probabilities of both classes (rows x 2): each row's from a model
     that never saw it. cleanlab needs them, and they are also the supervised member's honest
     scores on the labelled rows of the validation period (the final XGBoost learns from every
-    label, those included, so its own scores there are in-sample)."""
+    label, those included, so its own scores there are in-sample).
+
+    The fold models weigh the classes as the shipped model does (``scale_pos_weight`` =
+    negatives / positives, :meth:`XGBDetector.fit`'s default): unweighted folds put humans on
+    another probability scale than the model the worker runs, and the threat levels set on
+    their scores then meant other rates live (:func:`trainer.fit.human_reference`)."""
     y = np.asarray(y, dtype=np.int32)
-    return XGBDetector(nthreads=xgb_threads(len(y), nthreads), random_seed=seed).predict_proba_oof(
+    return XGBDetector(nthreads=xgb_threads(len(y), nthreads), random_seed=seed,
+                       scale_pos_weight=class_weight(y)).predict_proba_oof(
         np.asarray(X, dtype=np.float64), y, folds=folds, seed=seed)
 
 
@@ -97,19 +103,28 @@ def find_noisy(X: np.ndarray, y: np.ndarray, *, nthreads: int = 1, seed: int = 1
 
 
 def clean_labels(X: np.ndarray, y: np.ndarray, *, nthreads: int = 1, seed: int = 1,
-                 folds: int = 5, proba: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 folds: int = 5, proba: np.ndarray | None = None,
+                 removable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(X, y)`` without the flagged rows, plus the flagged indices.
 
     ``proba``: the rows' out-of-fold probabilities (:func:`out_of_fold`) when the caller already
-    has them (they are computed once per run). If removing every flagged row would leave fewer
-    than the minimum of either class, the filter is not applied (a model on a handful of
-    positives is worse than a noisy one).
+    has them (they are computed once per run). ``removable``: the rows the filter may remove
+    (None: all). The trainer passes the score-derived labels only: confident learning flags
+    the rows that look like the other class, and the analysts' bots that look most human are
+    exactly what the supervised member must learn. On the demo's labels it flagged 9 of the
+    42 analyst-labelled headless impersonators (true labels) and 1 of the 30 score-derived
+    "bots" that were humans; analyst labels win over score-derived ones (the contract), so
+    flagged analyst labels are reported (``n_flagged``), not removed. If removing every
+    removable flagged row would leave fewer than the minimum of either class, the filter is
+    not applied (a model on a handful of positives is worse than a noisy one).
     """
     if proba is None:
         proba = out_of_fold(X, y, nthreads=nthreads, seed=seed, folds=folds)
     flagged = noisy_from(y, proba)
     keep = np.ones(len(y), dtype=bool)
     keep[flagged] = False
+    if removable is not None:
+        keep |= ~np.asarray(removable, dtype=bool)
     kept_pos = int(np.sum(y[keep] == 1))
     if kept_pos < MIN_POSITIVES or int(keep.sum()) - kept_pos < MIN_NEGATIVES:
         log.warning("cleanlab flagged %d of %d labels; removing them would leave too few of a class, kept all",

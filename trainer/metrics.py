@@ -17,6 +17,19 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 DECISIONS = ("trained", "drift", "reused", "rejected", "skipped", "locked", "rollback")
 
 
+def write_recall(reg: CollectorRegistry, op: dict[str, Any]) -> None:
+    """``ja4_trainer_recall{at, kind}``: recall of held-out labelled bots at each threat level
+    and at 1 % / 5 % human false alerts (``at="at_1pct_human_alerts"``), overall (``kind="all"``)
+    and per bot kind when the labels name kinds (:func:`trainer.report.operating_point`)."""
+    recall = Gauge("ja4_trainer_recall", "Recall of held-out labelled bots at each threat level and at "
+                   "1 %/5 % human false alerts", ["at", "kind"], registry=reg)
+    groups = [("all", op.get("recall") or {})]
+    groups += [(kind, k.get("recall") or {}) for kind, k in (op.get("by_kind") or {}).items()]
+    for kind, values in groups:
+        for at, v in values.items():
+            recall.labels(at=at, kind=kind).set(float(v))
+
+
 def write_run_metrics(result: Any, path: Path) -> None:
     """Write the last run's figures (decision, durations by phase, AUCs, drift share)."""
     reg = CollectorRegistry()
@@ -42,14 +55,21 @@ def write_run_metrics(result: Any, path: Path) -> None:
         weight.labels(member=member).set(float(w))
     rate = Gauge("ja4_trainer_level_false_alert_rate",
                  ("Share of human validation rows (those the levels were set on) at or above each threat level; "
-                  "design: 1 - its quantile; validation_all: the whole validation split"),
+                  "design: 1 - its quantile; labelled_humans: the analysts' humans; "
+                  "validation_all: the whole validation split"),
                  ["level", "kind"], registry=reg)
     for level, r in (combination.get("levels") or {}).items():
         rate.labels(level=level, kind="validation").set(float(r["validation"]))
         rate.labels(level=level, kind="design").set(float(r["design"]))
         if r.get("validation_all") is not None:  # the whole validation split, unlabelled bots included
             rate.labels(level=level, kind="validation_all").set(float(r["validation_all"]))
+        if r.get("labelled_humans") is not None:  # the analysts' humans
+            rate.labels(level=level, kind="labelled_humans").set(float(r["labelled_humans"]))
+    write_recall(reg, (result.metrics or {}).get("operating_point") or {})
     Gauge("ja4_trainer_publish_ok", "1 when the last run's announcement was confirmed (or none was due)",
           registry=reg).set(0.0 if result.publish_error else 1.0)
+    from trainer.champion_step import add_challenger_gauges  # champion and challenger (issue 17)
+
+    add_challenger_gauges(result, reg)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), reg)

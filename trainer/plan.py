@@ -68,11 +68,18 @@ class TrainingPlan:
     cut: int = 0
     cut_time: int = 0
     supervised: SupervisedPlan | None = None
+    #: A replica's retrain request that made this run (its figures, see :mod:`trainer.retrain_watch`).
+    requested: dict[str, Any] | None = None
 
     @property
     def drift_fields(self) -> dict[str, Any]:
-        """The drift columns of the history row."""
+        """The drift columns of the history row (a replica's request's figures when it asked)."""
         d = self.drift
+        if self.requested is not None:
+            req = self.requested
+            return dict(drift_share=req.get("drift_share"), drift_forced=True,
+                        drifted_features=list(req.get("drifted") or []),
+                        drift={"requested": req, "trainer": d.to_dict() if d else {}})
         return dict(drift_share=d.share if d else None, drift_forced=bool(d and d.forced),
                     drifted_features=d.drifted if d else [], drift=d.to_dict() if d else {})
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ja4_core import control_log
-from ja4_core.control import build_activate
+from ja4_core.control import build_control, control_key
 from ja4_core.control_log import ControlEntry
 from ja4_core.errors import Ja4StreamError
 from ja4_core.kafka_security import confluent_config
@@ -84,11 +84,19 @@ def publish_activate(settings: Settings, *, model: str, version: str, uri: str, 
                      rollback: bool = False, timeout: float = PUBLISH_TIMEOUT_S) -> Published:
     """Publish one ``activate`` (signed when ``CONTROL_SIGNING_KEY`` is set) and wait for the
     broker's acknowledgement; raise :class:`PublishError` on failure or timeout."""
+    return publish_control(settings, "activate", model=model, version=version, uri=uri,
+                           manifest_sha256=manifest_sha256, rollback=rollback, timeout=timeout)
+
+
+def publish_control(settings: Settings, msg_type: str, *, model: str, version: str, uri: str,
+                    manifest_sha256: str, rollback: bool = False, timeout: float = PUBLISH_TIMEOUT_S) -> Published:
+    """Publish one ``activate``, ``shadow`` or ``retire`` (see :mod:`ja4_core.control`) with
+    its Kafka key, and wait for the broker's acknowledgement (:class:`PublishError` if not)."""
     from confluent_kafka import KafkaException, Producer
 
     ensure_control_topic(settings, timeout=min(timeout, 10.0))
-    value = build_activate(model=model, version=version, uri=uri, manifest_sha256=manifest_sha256,
-                           issued_by=issued_by(), signing_key=settings.control_signing_key, rollback=rollback)
+    value = build_control(msg_type, model=model, version=version, uri=uri, manifest_sha256=manifest_sha256,
+                          issued_by=issued_by(), signing_key=settings.control_signing_key, rollback=rollback)
     producer = Producer({**_client_config(settings), "acks": "all", "enable.idempotence": True,
                          "message.timeout.ms": int(timeout * 1000), "linger.ms": 0})
     outcome: dict[str, Any] = {}
@@ -98,7 +106,8 @@ def publish_activate(settings: Settings, *, model: str, version: str, uri: str, 
         outcome["msg"] = msg
 
     try:
-        producer.produce(settings.topic_control, key=model.encode(), value=value, on_delivery=on_delivery)
+        producer.produce(settings.topic_control, key=control_key(msg_type, model), value=value,
+                         on_delivery=on_delivery)
     except (KafkaException, BufferError) as exc:
         raise PublishError(f"cannot publish to {settings.topic_control!r}: {exc}") from None
     deadline = time.monotonic() + timeout + 5.0
@@ -110,7 +119,7 @@ def publish_activate(settings: Settings, *, model: str, version: str, uri: str, 
     if outcome["err"] is not None:
         raise PublishError(f"publishing {model}/{version} to {settings.topic_control!r} failed: {outcome['err']}")
     msg = outcome["msg"]
-    log.info("announced %s/%s on %s [%d] at offset %d%s", model, version, settings.topic_control,
+    log.info("announced %s %s/%s on %s [%d] at offset %d%s", msg_type, model, version, settings.topic_control,
              msg.partition(), msg.offset(), " (rollback)" if rollback else "")
     return Published(settings.topic_control, msg.partition(), msg.offset(), value)
 

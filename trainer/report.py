@@ -56,6 +56,36 @@ def evaluate(neg: Mapping[str, np.ndarray], pos: Mapping[str, np.ndarray] | None
     return out
 
 
+def operating_point(bots: np.ndarray, thresholds: Mapping[str, float],
+                    alert_cuts: Mapping[str, float] | None = None,
+                    kinds: np.ndarray | None = None) -> dict[str, Any]:
+    """Recall of held-out labelled bots (their combined scores ``bots``) at each threat level
+    and at the cuts of 1 % and 5 % human false alerts (``alert_cuts``, set on the same humans
+    as the levels, see :func:`trainer.fit.assemble`); ``kinds``: each bot's kind, for the
+    recall per kind at each of those points. The scorer's rule: at or above a cut.
+
+    >>> op = operating_point(np.array([0.2, 0.6, 0.95, 0.99]), {"LOW": 0.5, "HIGH": 0.9},
+    ...                      {"1pct": 0.97, "5pct": 0.9}, kinds=np.array(["a", "a", "b", "b"]))
+    >>> op["recall"]
+    {'LOW': 0.75, 'HIGH': 0.5, 'at_1pct_human_alerts': 0.25, 'at_5pct_human_alerts': 0.5}
+    >>> op["by_kind"]["b"]["recall"]["at_1pct_human_alerts"], op["by_kind"]["a"]["n_bots"]
+    (0.5, 2)
+    """
+    s = np.asarray(bots, dtype=np.float64)
+    cuts = {**{k: float(v) for k, v in thresholds.items()},
+            **{f"at_{k}_human_alerts": float(v) for k, v in (alert_cuts or {}).items()}}
+
+    def recall(sel: np.ndarray) -> dict[str, float]:
+        return {k: float(np.mean(sel >= c)) if len(sel) else 0.0 for k, c in cuts.items()}
+
+    out: dict[str, Any] = {"n_bots": int(len(s)), "recall": recall(s)}
+    if kinds is not None:
+        kinds = np.asarray(kinds, dtype=object)
+        out["by_kind"] = {str(k): {"n_bots": int(np.sum(kinds == k)), "recall": recall(s[kinds == k])}
+                          for k in sorted(set(kinds.tolist()))}
+    return out
+
+
 def _png(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -196,11 +226,23 @@ def write_report(directory: Path, *, metrics: Mapping[str, Any], neg: Mapping[st
     levels = (clean.get("combination") or {}).get("levels") or {}
     if levels:  # the operating point (issue 16): human false-alert rate per level against its design
         rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v.get('design'))}</td><td>{_fmt(v.get('validation'))}</td>"
-                       f"<td>{_fmt(v.get('validation_all'))}</td></tr>" for k, v in levels.items())
+                       f"<td>{_fmt(v.get('labelled_humans'))}</td><td>{_fmt(v.get('validation_all'))}</td></tr>"
+                       for k, v in levels.items())
         parts.append("<h3>Threat levels</h3><p>Share of humans at or above each level; set on "
                      f"{html.escape(str(clean['combination'].get('levels_set_on', 'the validation split')))}.</p>"
-                     "<table><tr><th></th><th>design</th><th>humans (levels' rows)</th><th>whole validation split</th></tr>"
+                     "<table><tr><th></th><th>design</th><th>humans of the validation split (levels' rows)</th>"
+                     "<th>analyst-labelled humans</th><th>whole validation split (bots included)</th></tr>"
                      f"{rows}</table>")
+    op = clean.get("operating_point") or {}
+    if op.get("recall"):
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in op["recall"])
+        body = f"<tr><th>all ({op.get('n_bots')})</th>" + "".join(f"<td>{_fmt(v)}</td>" for v in op["recall"].values()) + "</tr>"
+        for kind, k in (op.get("by_kind") or {}).items():
+            body += (f"<tr><th>{html.escape(kind)} ({k.get('n_bots')})</th>"
+                     + "".join(f"<td>{_fmt(v)}</td>" for v in k["recall"].values()) + "</tr>")
+        parts.append("<h3>Recall of held-out labelled bots</h3><p>Share at or above each level, and at the cuts "
+                     "where 1 % and 5 % of humans alert.</p>"
+                     f"<table><tr><th>bots</th>{head}</tr>{body}</table>")
     parts.append(f"<h3>Score distributions by label</h3><img src='data:image/png;base64,{plot_distributions(neg, pos)}'>")
     if pos and evaluation:
         parts.append(f"<h3>ROC and precision-recall</h3><img src='data:image/png;base64,{plot_curves(neg, pos)}'>")

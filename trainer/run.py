@@ -41,9 +41,12 @@ from ja4_core import clickhouse_io
 from ja4_core.bundle import ModelStore, load_bundle, new_version, read_manifest, smoke_check
 from ja4_core.clickhouse_io import Decision, connect
 from ja4_core.errors import BundleError, Ja4StreamError, StoreLockedError
+from ja4_core.retrain_request import RetrainRequest
 from ja4_core.settings import Settings
-from trainer.announce import PUBLISHED, announce_pending, marker_path, read_marker
+from trainer.announce import PUBLISHED, announce_challenger, announce_pending, marker_path, read_marker
 from trainer.announce import announce as announce_version
+from trainer.champion import WAIT
+from trainer.champion_step import Judged, judge_challenger
 from trainer.drift import DriftReport
 from trainer.fit import FitConfig
 from trainer.inputs import TrainingInputs, read_inputs
@@ -51,6 +54,7 @@ from trainer.metrics import write_run_metrics
 from trainer.plan import MIN_BASELINE_ROWS, TrainingPlan, plan_run
 from trainer.publish import PUBLISH_TIMEOUT_S, PublishError, issued_by
 from trainer.report import RunReport, report_run
+from trainer.retrain_watch import RequestWatcher, requested_plan
 from trainer.train import SMOKE_ROWS, FitOutcome, fit_and_evaluate, manifest_extra, run_metrics
 from trainer.write import REPORTS, report_dir, write_version
 
@@ -90,6 +94,9 @@ class RunResult:
     purged: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    #: The judge's verdict on a shadowing challenger this run (see :mod:`trainer.champion_step`),
+    #: or, for a run that announced its version as a challenger, ``{"decision": "shadow", ...}``.
+    challenger: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -114,6 +121,9 @@ class RunResult:
             if name in labelled:
                 text += f", {labelled[name]['roc_auc']:.4f} vs labelled humans"
             rows.append((f"ROC AUC {name}", text))
+        if self.challenger:
+            ch = self.challenger
+            rows.append(("challenger", f"{ch.get('challenger', '-')}: {ch.get('decision')} ({ch.get('reason', '')})"))
         if self.purged:
             rows.append(("purged", ", ".join(self.purged)))
         if self.published:
@@ -204,14 +214,26 @@ class Trainer:
         """Step 0: announce ``CURRENT`` unless confirmed already. Returns (version announced, error)."""
         return announce_pending(self.settings, self.store, self.model, timeout=self.publish_timeout_s)
 
+    def _judge(self, ch: Any, now: datetime) -> Judged | None:
+        """Step 0b: the verdict on the live challenger, if any (Kafka unreadable: no verdict now)."""
+        if self.settings.promotion_policy != "shadow":
+            return None
+        try:
+            return judge_challenger(ch, self.settings, self.store, now=now, publish_timeout_s=self.publish_timeout_s)
+        except PublishError as exc:
+            log.warning("challenger not judged this run: %s", exc)
+            return None
+
     # -- one run ----------------------------------------------------------------------
-    def run_once(self, *, force: bool = False, now: datetime | None = None) -> RunResult:
-        """Decide, maybe train, announce. ``now`` (default: the clock) ends the data window."""
+    def run_once(self, *, force: bool = False, now: datetime | None = None,
+                 request: RetrainRequest | None = None) -> RunResult:
+        """Decide, maybe train, announce. ``now`` (default: the clock) ends the data window;
+        a replica's ``request`` (:mod:`trainer.retrain_watch`) makes it a ``drift`` run."""
         started = time.monotonic()
         now = now or datetime.now(timezone.utc)
         try:
             with self.store.lock(self.model, wait_s=self.lock_wait_s):
-                result = self._run_locked(force=force, now=now)
+                result = self._run_locked(force=force, now=now, request=request)
         except StoreLockedError:
             message = E_LOCKED.format(model=self.model, path=self.store.model_dir(self.model))
             log.warning(message)
@@ -228,7 +250,7 @@ class Trainer:
         except OSError as exc:  # metrics must never fail a run
             log.warning("could not write trainer metrics: %r", exc)
 
-    def _run_locked(self, *, force: bool, now: datetime) -> RunResult:
+    def _run_locked(self, *, force: bool, now: datetime, request: RetrainRequest | None = None) -> RunResult:
         s = self.settings
         timings: dict[str, float] = {}
         t = time.monotonic()
@@ -236,15 +258,26 @@ class Trainer:
         if pending.version or pending.error:
             timings["announce pending"] = time.monotonic() - t
         with connect(s.clickhouse_url) as ch:
+            judged = self._judge(ch, now)  # 0b. judge a shadowing challenger (trainer.champion_step)
+            if judged is not None and judged.verdict.action == WAIT and not force and request is None:
+                result = RunResult("shadowing", judged.verdict.reason, self.model, version=judged.challenger,
+                                   current=judged.champion, previous=judged.champion,
+                                   challenger=judged.as_metrics(), timings=timings)
+                pending.merge_into(result)
+                return result  # no retrain while a challenger is being judged (its verdict is recorded)
             inputs = read_inputs(ch, self.store, s, now=now)  # 1. read
             timings.update(inputs.seconds)
-            plan = plan_run(inputs, s, force=force)  # 2. plan
+            plan = plan_run(inputs, s, force=force or request is not None)  # 2. plan
+            if request is not None:
+                plan = requested_plan(plan, request)
             if plan.action == "train":
                 result, report = self._train(inputs, plan, pending, timings)  # 3.-5.
             else:
                 result, report = _not_trained(inputs, plan)
                 pending.merge_into(result)
             result.timings = timings
+            if judged is not None and result.challenger is None:
+                result.challenger = judged.as_metrics()
             result.report_dir = report.directory
             report_run(ch, report)  # 6. report
         return result
@@ -280,21 +313,32 @@ class Trainer:
             return result, _run_report(decision, directory, metrics, outcome, plan.drift)
 
         self._check_stop()
+        # PROMOTION_POLICY=shadow once a champion serves: the new version is announced as a
+        # challenger and CURRENT stays the champion's until the judge promotes it.
+        shadow = s.promotion_policy == "shadow" and previous is not None
         t = time.monotonic()
         written = write_version(self.store, outcome.ensemble, model=model, version=version,  # 4. write
                                 extra=manifest_extra(inputs, plan, outcome, metrics, contamination=s.eif_contamination),
-                                smoke_rows=outcome.smoke_rows, keep=s.model_history_count)
+                                smoke_rows=outcome.smoke_rows, keep=s.model_history_count, make_current=not shadow)
         timings["write"] = time.monotonic() - t
         kind = "drift" if plan.reason == "drift" else "trained"
         metrics.update(decision=kind)
-        decision = Decision(model, kind, plan.reason, current_version=version, metrics=_slim(metrics), **fields)
-        result = RunResult(kind, plan.reason, model, version=version, current=version, previous=previous,
-                           drift=plan.drift, metrics=metrics, purged=list(written.purged))
+        reason = plan.reason + ("; announced as a challenger (PROMOTION_POLICY=shadow)" if shadow else "")
+        current = previous if shadow else version
+        decision = Decision(model, kind, reason, current_version=current or "", metrics=_slim(metrics), **fields)
+        result = RunResult(kind, reason, model, version=version, current=current, previous=previous,
+                           drift=plan.drift, metrics=metrics, purged=list(written.purged),
+                           challenger={"decision": "shadow", "challenger": version, "champion": previous,
+                                       "reason": "announced as a challenger"} if shadow else None)
         pending.merge_into(result)
         t = time.monotonic()
         try:  # 5. announce, with the hash the write returned
-            result.published = announce_version(s, self.store, model, version, written.manifest_sha256,
-                                                timeout=self.publish_timeout_s)
+            if shadow:
+                result.published = announce_challenger(s, self.store, model, version, written.manifest_sha256,
+                                                       timeout=self.publish_timeout_s)
+            else:
+                result.published = announce_version(s, self.store, model, version, written.manifest_sha256,
+                                                    timeout=self.publish_timeout_s)
             result.publish_error = None
         except PublishError as exc:
             log.warning("%s/%s is current on disk but was not announced: %s", model, version, exc)
@@ -370,18 +414,22 @@ def transient_errors() -> tuple[type[BaseException], ...]:
 
 
 def loop(settings: Settings, stop: threading.Event, *, trainer: Trainer | None = None,
-         on_result: Callable[[RunResult], None] | None = None) -> int:
+         on_result: Callable[[RunResult], None] | None = None, watch_requests: bool = True) -> int:
     """Run every ``TRAINER_CHECK_INTERVAL_S`` (each run checks drift and trains when the model
-    is older than ``RETRAIN_INTERVAL_H`` or has drifted) until ``stop`` is set. Failures of
+    is older than ``RETRAIN_INTERVAL_H`` or has drifted) until ``stop`` is set, and at once when
+    a replica's retrain request is accepted (:mod:`trainer.retrain_watch`). Failures of
     ClickHouse or Kafka are retried with exponential backoff; returns 0 on a clean stop."""
     trainer = trainer or Trainer(settings, stop=stop)
     transient = transient_errors()
     failures = 0
+    watcher = RequestWatcher(settings, trainer.store, stop).start() if watch_requests else None
+    request: RetrainRequest | None = None
     log.info("trainer loop: checking every %g s, retraining every %g h (model %s)",
              settings.trainer_check_interval_s, settings.retrain_interval_h, settings.model_name)
     while not stop.is_set():
         try:
-            result = trainer.run_once()
+            result = trainer.run_once(request=request) if request is not None else trainer.run_once()
+            request = None  # acted on (a failed run above keeps it for the retry)
             if on_result:
                 on_result(result)
             if result.publish_error:
@@ -394,6 +442,9 @@ def loop(settings: Settings, stop: threading.Event, *, trainer: Trainer | None =
             failures += 1
             wait = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (failures - 1), settings.trainer_check_interval_s)
             log.warning("run failed (%s: %s); retry %d in %.0f s", type(exc).__name__, exc, failures, wait)
-        stop.wait(wait)
+        if watcher is None:
+            stop.wait(wait)
+        else:
+            request = watcher.wait(wait) or request
     log.info("trainer loop stopped")
     return 0

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ja4_core.clickhouse_io import Labelled
 from ja4_core.ensemble import Ensemble, impute
 from trainer.fit import (
     FitConfig,
@@ -48,7 +49,7 @@ from trainer.inputs import TrainingInputs
 from trainer.labels import LabelReport, clean_labels, out_of_fold
 from trainer.plan import TrainingPlan
 from trainer.prepare import select
-from trainer.report import evaluate
+from trainer.report import evaluate, operating_point
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ class FitOutcome:
     pos: dict[str, np.ndarray] | None
     evaluation: dict[str, Any]
     evaluation_labelled: dict[str, Any]
+    #: Recall of the held-out labelled bots at each level and at 1 % / 5 % human false alerts
+    #: (:func:`trainer.report.operating_point`; empty without held-out bots).
+    operating_point: dict[str, Any]
     #: Imputed validation rows for the manifest's smoke test.
     smoke_rows: np.ndarray
     #: Why the gate refused the model; None when it is accepted.
@@ -125,6 +129,38 @@ def _unseen_by(section: Mapping[str, Any], times: np.ndarray) -> np.ndarray:
     return np.asarray(times) >= int(at.timestamp())
 
 
+def reference_humans(members: Members, L: np.ndarray, labels: Labelled, mode: str, oof_xgb: np.ndarray | None,
+                     section: Mapping[str, Any] | None) -> dict[str, np.ndarray] | None:
+    """Raw member scores of the analysts' humans: every row an analyst labelled human in the
+    label window, each scored as the worker scores it, except that the supervised member's
+    score is one it did not learn from the row itself. Without a supervised member the threat
+    levels are set on them (:func:`trainer.fit.human_reference`); with one, the report gives
+    their rate per level next to the validation split's (``labelled_humans``).
+
+    Why all of them, not only those of the validation period: a level is a quantile of the
+    humans' combined score, and the 99.9 % one (CRITICAL) rests on the few humans above it; the
+    validation period holds a few hundred labelled humans, whose top one or two set CRITICAL
+    (the demo's live humans then reached it 4-5x more often than designed). Those of the
+    training period are in the EIF's and the autoencoder's training split (slightly lower
+    scores there; the supervised member's are out-of-fold). Score-derived
+    "humans" are left out: they are rows a model already scored low, a biased sample of the
+    humans' upper tail. The supervised member's score of each row is its out-of-fold
+    probability when it was trained in this run (:func:`trainer.labels.out_of_fold`, the fold
+    models weighted like the shipped one), and for a reused one only rows it cannot have
+    trained on count. None when no analyst labelled a human."""
+    if not len(labels):
+        return None
+    rows = (labels.y == 0) & (labels.source == "analyst")
+    if mode == "reused" and section is not None:
+        rows &= _unseen_by(section, labels.times)
+    if not rows.any():
+        return None
+    scores = score_members(members, L[rows])
+    if oof_xgb is not None and "xgb" in scores:
+        scores["xgb"] = np.asarray(oof_xgb, dtype=np.float64)[rows]
+    return scores
+
+
 def fit_and_evaluate(inputs: TrainingInputs, plan: TrainingPlan, config: FitConfig, *, val_anomaly_gate: float,
                      progress: Callable[[str, Any], None] | None = None) -> FitOutcome:
     """Fit, evaluate and gate the planned model (see the module docstring); raises whatever
@@ -158,7 +194,8 @@ def fit_and_evaluate(inputs: TrainingInputs, plan: TrainingPlan, config: FitConf
         log.info("  cleanlab: out-of-fold XGBoost on %d labels (%d positive)", report.n_train, labels.n_pos)
         proba = out_of_fold(L, labels.y, nthreads=config.nthreads)
         oof_xgb = proba[:, 1]
-        Xc, yc, flagged = clean_labels(L, labels.y, nthreads=config.nthreads, proba=proba)
+        Xc, yc, flagged = clean_labels(L, labels.y, nthreads=config.nthreads, proba=proba,
+                                       removable=labels.source != "analyst")
         report.n_flagged, report.n_removed = len(flagged), len(labels) - len(yc)
         report.flagged = np.asarray(flagged)
         xgb_data = (Xc, yc)
@@ -183,13 +220,16 @@ def fit_and_evaluate(inputs: TrainingInputs, plan: TrainingPlan, config: FitConf
         y = np.concatenate([np.full(len(r["eif"]), 1 - i) for i, r in enumerate(rows)])
         evidence = ({m: np.concatenate([r[m] for r in rows]) for m in bots}, y)
     weights = decide_weights(config, members.val, labelled=evidence, constructed=members.constructed)
-    # The levels are set on humans an analyst labelled (score-derived "humans" are rows the
-    # previous model already scored low: a biased sample of the humans' upper tail).
-    analyst_humans = None
-    if humans is not None and held is not None:
-        is_analyst = (labels.source[held] == "analyst")[labels.y[held] == 0]
-        analyst_humans = {m: v[is_analyst] for m, v in humans.items()}
-    fit = assemble(members, prepared.features, medians, weights, humans=analyst_humans)
+    # The supervised member's calibration (trainer.fit.calibrate): its out-of-fold
+    # probabilities of every label when trained now, a reused one's scores of the labels it
+    # cannot have trained on.
+    calibration = None
+    if oof_xgb is not None:
+        calibration = (oof_xgb, labels.y)
+    elif evidence is not None and "xgb" in evidence[0]:
+        calibration = (evidence[0]["xgb"], evidence[1])
+    fit = assemble(members, prepared.features, medians, weights,
+                   humans=reference_humans(members, L, labels, sup.mode, oof_xgb, section), calibration=calibration)
     seconds["fit"] = time.monotonic() - t
 
     # 6. Evaluation (see trainer.report): the validation split vs held-out labelled bots, and
@@ -200,6 +240,8 @@ def fit_and_evaluate(inputs: TrainingInputs, plan: TrainingPlan, config: FitConf
     neg_labelled = report_scores(ens, humans) if humans is not None else None
     evaluation = evaluate(neg, pos)
     evaluation_labelled = evaluate(neg_labelled, pos) if neg_labelled is not None and pos is not None else {}
+    operating = (operating_point(pos["ensemble"], ens.thresholds, (ens.combination or {}).get("alert_cuts"))
+                 if pos is not None else {})
 
     # 7. The gate.
     rejected = None
@@ -207,7 +249,7 @@ def fit_and_evaluate(inputs: TrainingInputs, plan: TrainingPlan, config: FitConf
         rejected = (f"validation anomaly rate {fit.val_anomaly_rate:.3f} > VAL_ANOMALY_GATE={val_anomaly_gate:g}: "
                     f"baseline looks contaminated; {inputs.previous or 'no version'} stays current")
     return FitOutcome(fit=fit, xgb_mode=sup.mode, labels=report, supervised=section, neg=neg, pos=pos,
-                      evaluation=evaluation, evaluation_labelled=evaluation_labelled,
+                      evaluation=evaluation, evaluation_labelled=evaluation_labelled, operating_point=operating,
                       smoke_rows=X_val[:SMOKE_ROWS], rejected=rejected, seconds=seconds)
 
 
@@ -227,7 +269,7 @@ def run_metrics(inputs: TrainingInputs, plan: TrainingPlan, outcome: FitOutcome,
         "val_anomaly_rate": fit.val_anomaly_rate, "val_anomaly_gate": val_anomaly_gate,
         "eif_threshold": fit.eif_threshold, "thresholds": dict(fit.ensemble.thresholds), "xgb": outcome.xgb_mode,
         "labels": outcome.labels.to_dict(), "evaluation": outcome.evaluation,
-        "evaluation_labelled": outcome.evaluation_labelled,
+        "evaluation_labelled": outcome.evaluation_labelled, "operating_point": outcome.operating_point,
         "evaluation_note": "no labelled bots in the validation period" if outcome.pos is None else "",
         "training_window": {"start": _iso(base.start), "end": _iso(base.end), "first_row": _iso(prepared.times[0]),
                             "last_row": _iso(prepared.times[-1]), "validation_from": _iso(plan.cut_time)},

@@ -1,7 +1,9 @@
 """The write step of a trainer run: the bundle, then ``CURRENT``, then the purge.
 
 The bundle is written under a temporary name and renamed into place
-(:func:`ja4_core.bundle.write_bundle`), ``CURRENT`` is pointed at it, and old versions (and
+(:func:`ja4_core.bundle.write_bundle`: the members' portable files, and the compact array files the
+workers map and serve from, each checked against its library on probe rows first and listed
+with its sha256 under ``compact_files``), ``CURRENT`` is pointed at it, and old versions (and
 their reports) beyond ``MODEL_HISTORY_COUNT`` go. The manifest's hash comes back from the
 write itself: the announcement carries it without reading the manifest again.
 """
@@ -53,12 +55,14 @@ def purge_reports(store: ModelStore, model: str) -> None:
 
 
 def write_version(store: ModelStore, ensemble: Ensemble, *, model: str, version: str, extra: dict[str, Any],
-                  smoke_rows: np.ndarray, keep: int) -> Written:
-    """Write the bundle, make it current, purge beyond ``keep`` versions."""
+                  smoke_rows: np.ndarray, keep: int, make_current: bool = True) -> Written:
+    """Write the bundle, make it current (not a challenger: ``CURRENT`` stays the champion's
+    until it is promoted), purge beyond ``keep`` versions."""
     info = write_bundle(store, ensemble, model=model, version=version, extra=extra, smoke_rows=smoke_rows)
-    store.set_current(model, version)
+    if make_current:
+        store.set_current(model, version)
     purged = store.purge(model, keep)
     purge_reports(store, model)
-    log.info("wrote %s (%d bytes), CURRENT -> %s%s", info.path, info.size_bytes, version,
+    log.info("wrote %s (%d bytes), CURRENT -> %s%s", info.path, info.size_bytes, store.current(model),
              f"; purged {', '.join(purged)}" if purged else "")
     return Written(info, tuple(purged))

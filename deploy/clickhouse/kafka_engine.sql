@@ -60,10 +60,13 @@ CREATE TABLE IF NOT EXISTS ja4.ml_all_scores
     `asn_number` Nullable(Int64),
     `country_code` String,
     `browser_family` String,
-    `bot_name` String
+    `bot_name` String,
+    `reasons` String
 )
 ENGINE = ReplacingMergeTree(scored_at)
 ORDER BY (window_start, src_ip, ja4, host, model_version);
+-- A table created before the reasons (issue 18) gets the column; its old rows read '[]'.
+ALTER TABLE ja4.ml_all_scores ADD COLUMN IF NOT EXISTS reasons String DEFAULT '[]';
 
 -- 2. The Kafka consumer. One score record (JSON object) per message, as the scorer writes
 --    them. Times and numbers that the contract allows in several spellings (window_start:
@@ -86,7 +89,8 @@ CREATE TABLE IF NOT EXISTS ja4.ml_all_scores_kafka
     `asn_number` Nullable(String),
     `country_code` Nullable(String),
     `browser_family` Nullable(String),
-    `bot_name` Nullable(String)
+    `bot_name` Nullable(String),
+    `reasons` String                          -- the JSON array, kept as its text
 )
 ENGINE = Kafka
 SETTINGS
@@ -100,6 +104,7 @@ SETTINGS
     kafka_handle_error_mode = 'stream',      -- bad messages -> _error/_raw_message, not a stall
     input_format_skip_unknown_fields = 1,    -- context fields we do not store are ignored
     input_format_json_read_numbers_as_strings = 1,
+    input_format_json_read_arrays_as_strings = 1,  -- reasons: the array's JSON text
     input_format_null_as_default = 1;
 
 -- 3. Good messages into ml_all_scores. Rules follow ClickHouseIO.insert_scores:
@@ -123,7 +128,8 @@ SELECT
     toInt64OrNull(asn_number) AS asn_number,
     ifNull(country_code, '') AS country_code,
     ifNull(browser_family, '') AS browser_family,
-    ifNull(bot_name, '') AS bot_name
+    ifNull(bot_name, '') AS bot_name,
+    if(reasons = '', '[]', reasons) AS reasons
 FROM
 (
     SELECT

@@ -25,8 +25,11 @@ from ja4_core.detectors._numba import jit
 
 
 @jit
-def _errors(X, lo, rng, clip_lo, clip_hi, weights, biases, bn_mean, bn_den, bn_gamma, bn_beta, out):  # pragma: no cover
+def _errors(X, lo, rng, clip_lo, clip_hi, weights, biases, bn_mean, bn_den, bn_gamma, bn_beta, out,
+            per_feature):  # pragma: no cover
+    # per_feature: (n, f) to receive each cell's squared error too (the reasons), or (0, f)
     n, f = X.shape
+    keep = per_feature.shape[0] == n
     width_max = f
     for layer in range(len(weights)):
         width_max = max(width_max, weights[layer].shape[1])
@@ -62,6 +65,8 @@ def _errors(X, lo, rng, clip_lo, clip_hi, weights, biases, bn_mean, bn_den, bn_g
         for j in range(f):
             d = a[j] - x0[j]
             s += d * d
+            if keep:
+                per_feature[r, j] = d * d
         out[r] = s / f
 
 
@@ -113,11 +118,64 @@ class CompiledAE:
 
     def errors(self, X: np.ndarray) -> np.ndarray:
         """Mean squared reconstruction error per row of the unscaled matrix ``X``."""
+        return self._run(X, per_feature=False)[0]
+
+    def errors_by_feature(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``errors(X)`` (the same numbers) and each cell's squared error on the scaled input
+        (rows x features), from the same single pass: what :mod:`ja4_core.reasons` uses."""
+        return self._run(X, per_feature=True)
+
+    def _run(self, X: np.ndarray, *, per_feature: bool) -> tuple[np.ndarray, np.ndarray]:
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(self.lo):
             raise ValueError(f"X must be a matrix with {len(self.lo)} columns")
         out = np.empty(len(X), dtype=np.float64)
+        cells = np.empty((len(X) if per_feature else 0, X.shape[1]), dtype=np.float64)
         if len(X):
             _errors(X, self.lo, self.rng, self.clip[0], self.clip[1], self.weights, self.biases,
-                    self.bn_mean, self.bn_den, self.bn_gamma, self.bn_beta, out)
-        return out
+                    self.bn_mean, self.bn_den, self.bn_gamma, self.bn_beta, out, cells)
+        return out, cells
+
+    #: ``format`` and ``version`` of the compact file (:mod:`.arrays` metadata).
+    FORMAT = "ja4-ae-weights"
+    VERSION = 1
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """The float64 arrays this evaluator computes with, for the compact file: a reader gets the
+        same numbers back without torch (:meth:`from_arrays`)."""
+        out: dict[str, np.ndarray] = {"lo": self.lo, "rng": self.rng}
+        for i in range(len(self.weights)):
+            out[f"w{i}"], out[f"b{i}"] = self.weights[i], self.biases[i]
+            if i < len(self.weights) - 1:
+                for name, lst in (("mean", self.bn_mean), ("den", self.bn_den), ("gamma", self.bn_gamma),
+                                  ("beta", self.bn_beta)):
+                    out[f"{name}{i}"] = lst[i]
+        return out, {"layers": str(len(self.weights)), "clip": f"{self.clip[0]!r},{self.clip[1]!r}"}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> "CompiledAE":
+        """From the arrays of a compact file; raises ``ValueError`` when they do not chain into
+        one network (every layer's input the previous one's output, the input the features)."""
+        try:
+            layers = int(meta["layers"])
+            clip_lo, clip_hi = (float(v) for v in meta["clip"].split(","))
+            lo, rng = (np.array(arrays[k], dtype=np.float64) for k in ("lo", "rng"))
+            weights, biases, means, dens, gammas, betas = List(), List(), List(), List(), List(), List()
+            width = len(lo)
+            for i in range(layers):
+                W, b = np.array(arrays[f"w{i}"], dtype=np.float64), np.array(arrays[f"b{i}"], dtype=np.float64)
+                if W.ndim != 2 or W.shape[0] != width or b.shape != (W.shape[1],):
+                    raise ValueError(f"layer {i} does not follow the previous one")
+                width = W.shape[1]
+                weights.append(W)
+                biases.append(b)
+                for name, lst in (("mean", means), ("den", dens), ("gamma", gammas), ("beta", betas)):
+                    v = np.array(arrays[f"{name}{i}"], dtype=np.float64) if i < layers - 1 else np.zeros(0)
+                    if i < layers - 1 and v.shape != (width,):
+                        raise ValueError(f"batch norm {i} does not match its layer")
+                    lst.append(v)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"compact autoencoder unusable ({exc})") from None
+        if layers < 1 or width != len(lo) or rng.shape != lo.shape or not np.all(rng > 0):
+            raise ValueError("compact autoencoder does not reconstruct its input")
+        return cls(lo, rng, (clip_lo, clip_hi), weights, biases, means, dens, gammas, betas)

@@ -28,6 +28,9 @@ class Detector(ABC):
     FILENAME: ClassVar[str]
     #: Whether ``fit`` needs labels ``y`` (1 = bot); unsupervised members take none.
     SUPERVISED: ClassVar[bool] = False
+    #: The member's optional compact file (:mod:`.arrays`, memory-mapped): what a worker serving
+    #: the compiled evaluator loads instead of ``FILENAME``; None when the member has none.
+    COMPACT_FILENAME: ClassVar[str | None] = None
 
     @abstractmethod
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> Self:
@@ -55,6 +58,17 @@ class Detector(ABC):
     @abstractmethod
     def unit_test_params(cls) -> dict[str, Any]:
         """Small, fast constructor arguments for the conformance suite (river's convention)."""
+
+    def compact_bytes(self, probe: np.ndarray) -> bytes | None:
+        """The compact file's bytes, or None (no compact file: readers use ``FILENAME``). ``probe``
+        are rows on which its evaluator must give the library's own scores first."""
+        return None
+
+    @classmethod
+    def load_compact(cls, data: Any, section: Mapping[str, Any], n_features: int, nthreads: int = 1) -> Self:
+        """Rebuild a member for serving from its verified compact file (bytes or a read-only
+        mapping, used in place) and its manifest section."""
+        raise NotImplementedError(f"{cls.__name__} has no compact file")
 
     def set_threads(self, nthreads: int) -> None:  # noqa: B027 - a no-op unless the library threads
         """Threads ``score`` may use."""

@@ -2,13 +2,17 @@
 
 isotree's ``predict`` already returns the standardised outlier score of Liu et al.,
 ``2 ** (-E[depth] / c(n))`` in (0, 1) with higher = more anomalous, so no flip is needed.
-The forest is stored in isotree's own binary format (``export_model``), never pickled.
+The forest is stored in isotree's own binary format (``export_model``), never pickled, and - for
+serving - as the compiled evaluator's node tables in a compact array file (:data:`COMPACT_FILENAME`,
+:mod:`.arrays`): a worker that loads those never imports or parses isotree (:meth:`EIFDetector.load_compact`).
 
 Scoring uses, by default, :class:`.eif_compiled.CompiledEIF`: the same forest, read from the same
 file, walked by a compiled loop about 4x faster than isotree's ``predict``. It is used only after it
 gave isotree's scores (to 1e-9) on the probe rows of :func:`ja4_core.bundle.evaluator_probe` (the
 bundle's smoke rows, its medians, and spreads around the medians from tiny to huge); a forest it
-cannot read or a mismatch falls back to isotree, which always stays loaded.
+cannot read or a mismatch falls back to isotree, which always stays loaded. The compact file is written
+only after the same check passed at training (:meth:`EIFDetector.compact_bytes`), and is then served
+without isotree.
 """
 
 from __future__ import annotations
@@ -19,15 +23,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-from isotree import IsolationForest
 
+from ja4_core.detectors.arrays import decode as decode_arrays
+from ja4_core.detectors.arrays import encode as encode_arrays
 from ja4_core.detectors.base import Detector
 from ja4_core.errors import BundleError, NotFittedError
 
-if TYPE_CHECKING:  # imported when first used (numba compiles the kernel then)
+if TYPE_CHECKING:  # imported when first used (numba compiles the kernel then; isotree only if needed)
+    from isotree import IsolationForest
+
     from ja4_core.detectors.eif_compiled import CompiledEIF
 
 FILENAME = "eif.isotree"
+#: The forest's node tables for the compiled evaluator (safetensors layout, memory-mapped on load).
+COMPACT_FILENAME = "eif.forest.safetensors"
 EVALUATORS = ("compiled", "isotree")
 #: Largest difference allowed between the compiled evaluator and isotree on the same rows.
 EVALUATOR_TOLERANCE = 1e-9
@@ -44,6 +53,7 @@ class EIFDetector(Detector):
 
     NAME = "eif"
     FILENAME = FILENAME
+    COMPACT_FILENAME = COMPACT_FILENAME
 
     def __init__(self, *, ntrees: int = 300, ndim: int = 3, sample_size: int | str = "auto",
                  missing_action: str = "impute", nthreads: int = 1, random_seed: int = 1) -> None:
@@ -71,6 +81,8 @@ class EIFDetector(Detector):
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "EIFDetector":
         """Fit the forest on ``X`` (unsupervised: ``y`` is ignored)."""
+        from isotree import IsolationForest
+
         X = np.ascontiguousarray(X, dtype=np.float64)
         ndim = min(self.ndim, X.shape[1])  # isotree refuses ndim > columns
         self.model_ = IsolationForest(
@@ -87,11 +99,11 @@ class EIFDetector(Detector):
         return "compiled" if self.compiled_ is not None else "isotree"
 
     def score(self, X: np.ndarray) -> np.ndarray:
-        if self.model_ is None:
-            raise NotFittedError("EIFDetector.score called before fit/load")
         X = np.ascontiguousarray(X, dtype=np.float64)
         if self.compiled_ is not None:
             return self.compiled_.predict(X)
+        if self.model_ is None:
+            raise NotFittedError("EIFDetector.score called before fit/load")
         return np.asarray(self.model_.predict(X), dtype=np.float64)
 
     def use_compiled(self, probe: np.ndarray, data: bytes | None = None) -> bool:
@@ -100,7 +112,10 @@ class EIFDetector(Detector):
         ``data`` is the forest's isotree serialisation (exported from ``model_`` if not given).
         Returns whether the compiled evaluator is now in use; the reason otherwise is in
         ``evaluator_note``. Never raises for an unsupported forest: isotree stays the evaluator.
+        A detector loaded from the compact file (no isotree model) keeps its compiled evaluator.
         """
+        if self.model_ is None and self.compiled_ is not None:
+            return True
         if self.model_ is None:
             raise NotFittedError("EIFDetector.use_compiled called before fit/load")
         from ja4_core.detectors.eif_compiled import CompiledEIF
@@ -133,11 +148,46 @@ class EIFDetector(Detector):
     def manifest_section(self) -> dict[str, Any]:
         return {"params": self.params()}
 
+    def compact_bytes(self, probe: np.ndarray) -> bytes | None:
+        """The compact file: the compiled evaluator's node tables, or None when that evaluator
+        does not give isotree's scores on ``probe`` (the bundle then has no compact file and every
+        reader uses isotree's file)."""
+        if self.model_ is None:
+            raise NotFittedError("EIFDetector.compact_bytes called before fit")
+        if self.compiled_ is None and not self.use_compiled(probe):
+            return None
+        assert self.compiled_ is not None
+        tables, meta = self.compiled_.to_arrays()
+        return encode_arrays(tables, format=self.compiled_.FORMAT, version=self.compiled_.VERSION, extra=meta)
+
+    @classmethod
+    def load_compact(cls, data: Any, section: Mapping[str, Any], n_features: int,
+                     nthreads: int = 1) -> "EIFDetector":
+        """From the verified compact file (bytes or a read-only mapping, used in place): a
+        detector that scores with the compiled evaluator and has no isotree model (``to_bytes``
+        and ``EIF_EVALUATOR=isotree`` need the portable file).
+
+        :raises ja4_core.detectors.arrays.UnsupportedVersion: another version of the file (use the portable one).
+        :raises BundleError: a file that is not a usable forest."""
+        from ja4_core.detectors.eif_compiled import CompiledEIF
+
+        params = section.get("params") or {}
+        det = cls(**{k: v for k, v in params.items() if k in
+                     ("ntrees", "ndim", "sample_size", "missing_action", "random_seed")},
+                  nthreads=nthreads)
+        tables, meta = decode_arrays(data, format=CompiledEIF.FORMAT, version=CompiledEIF.VERSION)
+        try:
+            det.compiled_ = CompiledEIF.from_arrays(tables, meta, n_features, nthreads)
+        except ValueError as exc:
+            raise BundleError(f"{COMPACT_FILENAME}: {exc}") from None
+        det.n_features_in_, det.evaluator_note = n_features, None
+        return det
+
     def to_bytes(self) -> bytes:
         """isotree's own serialisation (``export_model``). isotree writes only to a path, so
         through a private temporary directory of this process."""
-        if self.model_ is None:
-            raise NotFittedError("EIFDetector.save called before fit")
+        if self.model_ is None:  # also when loaded from the compact file: that serves, the bundle keeps the portable one
+            raise NotFittedError("EIFDetector.save called before fit (or on a forest loaded from the compact file)")
         with tempfile.TemporaryDirectory(prefix="ja4-eif-") as private:
             path = Path(private) / FILENAME
             self.model_.export_model(str(path))
@@ -149,6 +199,8 @@ class EIFDetector(Detector):
         """From the bytes of ``eif.isotree``. isotree reads only from a path, so they are written
         to a private directory of this process (mode 0700, removed before returning): a writer
         of the model store cannot reach that copy."""
+        from isotree import IsolationForest
+
         params = section.get("params") or {}
         det = cls(**{k: v for k, v in params.items() if k in
                      ("ntrees", "ndim", "sample_size", "missing_action", "random_seed")},

@@ -31,6 +31,7 @@ _BLOCK_ROWS = 128  #: rows walked together through one tree (keeps that tree's n
 
 @jit
 def _depth_sums(X, fnode, inode, roots, leaf, k, out):  # pragma: no cover - compiled
+    # a node id >= 0 is an internal node (a row of fnode/inode), ~id < 0 the leaf ``leaf[~id]``
     n = X.shape[0]
     ntrees = roots.shape[0]
     for r in range(n):
@@ -41,11 +42,7 @@ def _depth_sums(X, fnode, inode, roots, leaf, k, out):  # pragma: no cover - com
             root = roots[t]
             for r in range(start, stop):
                 node = root
-                while True:
-                    left = inode[node, 0]
-                    if left < 0:
-                        out[r] += leaf[node]
-                        break
+                while node >= 0:
                     h = 0.0
                     for j in range(k):
                         x = X[r, inode[node, 2 + j]]
@@ -54,38 +51,89 @@ def _depth_sums(X, fnode, inode, roots, leaf, k, out):  # pragma: no cover - com
                         else:
                             h += fnode[node, 1 + 2 * k + j]
                     if h <= fnode[node, 0]:
-                        node = left
+                        node = inode[node, 0]
                     else:
                         node = inode[node, 1]
+                out[r] += leaf[-node - 1]
 
 
 @dataclass
 class CompiledEIF:
-    """Packed node tables of one forest and the compiled walk over them."""
+    """Packed node tables of one forest and the compiled walk over them.
 
-    fnode: np.ndarray   #: (N, 1+3k) float64: split, mean[k], coef[k], fill[k]
-    inode: np.ndarray   #: (N, 2+k) int32/int64: left (-1 for a leaf), right, col[k]
-    roots: np.ndarray   #: (T,) global id of each tree's root
-    leaf: np.ndarray    #: (N,) leaf score (0 for internal nodes)
+    Only internal nodes have rows in ``fnode``/``inode``; a child or root id ``c < 0`` is the
+    leaf ``leaf[~c]``. That halves the tables (half the nodes of a tree are leaves), which are
+    also what the bundle's compact file holds (:meth:`to_arrays`, :meth:`from_arrays`)."""
+
+    fnode: np.ndarray   #: (I, 1+3k) float64 per internal node: split, mean[k], coef[k], fill[k]
+    inode: np.ndarray   #: (I, 2+k) int32/int64 per internal node: left, right, col[k]
+    roots: np.ndarray   #: (T,) id of each tree's root (same encoding as the children)
+    leaf: np.ndarray    #: (L,) leaf scores
     k: int
     exp_avg_depth: float
     n_features: int
     nthreads: int = 1
 
+    #: ``format`` and ``version`` of the compact file (:mod:`.arrays` metadata).
+    FORMAT = "ja4-eif-forest"
+    VERSION = 1
+
     @classmethod
     def from_fast(cls, fast: FastEIF, nthreads: int = 1) -> "CompiledEIF":
         is_leaf = fast.score > 0
         k = fast.cols.shape[1]
-        fnode = np.ascontiguousarray(np.concatenate(
-            [fast.split[:, None], fast.mean, fast.coef, fast.fill], axis=1), dtype=np.float64)
         n = len(fast.split)
         itype = np.int32 if n < 2**31 - 1 else np.int64
-        left = np.where(is_leaf, -1, fast.left)
+        # global node id -> internal row (>= 0) or ~leaf index (< 0)
+        enc = np.empty(n, dtype=np.int64)
+        enc[~is_leaf] = np.arange(int((~is_leaf).sum()))
+        enc[is_leaf] = ~np.arange(int(is_leaf.sum()))
+        internal = ~is_leaf
+        fnode = np.ascontiguousarray(np.concatenate(
+            [fast.split[internal, None], fast.mean[internal], fast.coef[internal], fast.fill[internal]], axis=1),
+            dtype=np.float64)
         inode = np.ascontiguousarray(np.concatenate(
-            [left[:, None], fast.right[:, None], fast.cols], axis=1), dtype=itype)
-        return cls(fnode=fnode, inode=inode, roots=fast.roots.astype(itype),
-                   leaf=np.ascontiguousarray(fast.score, dtype=np.float64), k=k,
+            [enc[fast.left[internal]][:, None], enc[fast.right[internal]][:, None], fast.cols[internal]], axis=1),
+            dtype=itype)
+        return cls(fnode=fnode, inode=inode, roots=enc[fast.roots].astype(itype),
+                   leaf=np.ascontiguousarray(fast.score[is_leaf], dtype=np.float64), k=k,
                    exp_avg_depth=fast.exp_avg_depth, n_features=fast.n_features, nthreads=nthreads)
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """The arrays and constants of the compact file (see :mod:`.arrays`)."""
+        return ({"fnode": self.fnode, "inode": self.inode, "roots": self.roots, "leaf": self.leaf},
+                {"k": str(self.k), "exp_avg_depth": repr(float(self.exp_avg_depth)),
+                 "n_features": str(self.n_features)})
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, str], n_features: int,
+                    nthreads: int = 1) -> "CompiledEIF":
+        """Over the arrays of a compact file, used in place (read-only views of a mapped file).
+
+        Every id is checked to lie inside the tables before the compiled walk may follow it (the
+        walk does no bounds checks); raises ``ValueError`` for tables that do not fit together."""
+        try:
+            fnode, inode, roots, leaf = (arrays[name] for name in ("fnode", "inode", "roots", "leaf"))
+            k, exp_avg_depth, stored = int(meta["k"]), float(meta["exp_avg_depth"]), int(meta["n_features"])
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"compact forest incomplete ({exc})") from None
+        internal, leaves = len(fnode), len(leaf)
+        if (fnode.dtype != np.float64 or leaf.dtype != np.float64 or inode.dtype.kind != "i"
+                or roots.dtype != inode.dtype or k < 1 or fnode.shape != (internal, 1 + 3 * k)
+                or inode.shape != (internal, 2 + k) or roots.ndim != 1 or not len(roots) or leaf.ndim != 1
+                or stored != n_features or not np.isfinite(exp_avg_depth) or exp_avg_depth <= 0):
+            raise ValueError("compact forest tables do not fit together")
+        ids = np.concatenate([roots, inode[:, :2].ravel()])
+        if internal and (inode[:, 2:].min() < 0 or inode[:, 2:].max() >= n_features):
+            raise ValueError("compact forest: a split column lies outside the features")
+        if ids.min() < -leaves or ids.max() >= internal:
+            raise ValueError("compact forest: a node id lies outside the tables")
+        children = inode[:, :2]
+        if not ((children < 0) | (children > np.arange(internal)[:, None])).all():
+            # isotree stores a node's children after it; a child before its parent could loop forever
+            raise ValueError("compact forest: a child precedes its parent")
+        return cls(fnode=fnode, inode=inode, roots=roots, leaf=leaf, k=k, exp_avg_depth=exp_avg_depth,
+                   n_features=n_features, nthreads=nthreads)
 
     @classmethod
     def from_bytes(cls, data: bytes, n_features: int | None = None, nthreads: int = 1) -> "CompiledEIF":

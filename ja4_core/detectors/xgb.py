@@ -2,19 +2,55 @@
 
 ``score`` is the positive-class probability (bot = 1), computed with ``inplace_predict``
 (no DMatrix copy). Stored as XGBoost UBJSON.
+
+xgboost is imported on first use (:func:`_xgb`). Imported as it is, it imports scikit-learn and
+pandas when they are installed (its sklearn-style API), which cost a scorer ~130 MB and seconds
+of start-up for nothing: a worker calls :func:`import_for_scoring` at start, which imports it
+without them (the booster, all scoring needs). The trainer imports it whole.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import sys
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import xgboost as xgb
 
 from ja4_core.detectors.base import Detector
 from ja4_core.errors import BundleError, NotFittedError
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import xgboost as xgb
+
 FILENAME = "xgb.ubj"
+#: Optional packages xgboost imports for its sklearn-style API and DataFrame inputs.
+_SCORING_NEEDS_NOT = ("sklearn", "pandas")
+
+
+def _xgb() -> "ModuleType":
+    import xgboost
+
+    return xgboost
+
+
+def import_for_scoring() -> None:
+    """Import xgboost for a scoring process, without scikit-learn and pandas (unless they are
+    already imported): ``Booster.load_model`` and ``inplace_predict`` on numpy need neither.
+    A later import of either works as usual; xgboost's own sklearn-style classes stay
+    unavailable in this process, which only scores."""
+    if "xgboost" in sys.modules:
+        return
+    hidden = [name for name in _SCORING_NEEDS_NOT if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
+    try:
+        import xgboost  # noqa: F401
+    finally:
+        for name in hidden:
+            if sys.modules.get(name) is None:
+                del sys.modules[name]
 
 
 class XGBDetector(Detector):
@@ -32,14 +68,14 @@ class XGBDetector(Detector):
         self.scale_pos_weight = scale_pos_weight
         self.nthreads = nthreads
         self.random_seed = random_seed
-        self.booster_: xgb.Booster | None = None
+        self.booster_: "xgb.Booster | None" = None
 
     def params(self) -> dict[str, Any]:
         return {"n_estimators": self.n_estimators, "max_depth": self.max_depth,
                 "learning_rate": self.learning_rate, "scale_pos_weight": self.scale_pos_weight}
 
-    def _classifier(self) -> xgb.XGBClassifier:
-        return xgb.XGBClassifier(
+    def _classifier(self) -> "xgb.XGBClassifier":
+        return _xgb().XGBClassifier(
             n_estimators=self.n_estimators, max_depth=self.max_depth,
             learning_rate=self.learning_rate, scale_pos_weight=self.scale_pos_weight,
             n_jobs=self.nthreads, random_state=self.random_seed, tree_method="hist",
@@ -101,6 +137,7 @@ class XGBDetector(Detector):
         det = cls(**{k: v for k, v in params.items() if k in
                      ("n_estimators", "max_depth", "learning_rate", "scale_pos_weight")},
                   nthreads=nthreads)
+        xgb = _xgb()
         booster = xgb.Booster()
         try:
             booster.load_model(bytearray(data))

@@ -46,7 +46,12 @@ def test_demo_end_to_end(demo_var, demo_broker) -> None:
     assert len(s["replicas_served"]) == 2 and all(v > 0 for v in s["replicas_served"].values())
     assert s["retrained_version"] and s["retrained_version"] != s["first_version"]
     assert set(s["replica_versions"].values()) == {s["retrained_version"]}
+    # The retrain shadowed as a challenger and was promoted on the analysts' labels (issue 17).
+    assert s["challenger_act"]["decision"] == "promoted" and s["challenger_act"]["challenger"] == s["retrained_version"]
     assert s["ml_all_scores_distinct_records"] == s["records_scored"]
+    # The review console ran beside the sink (issue 18) and said where.
+    assert s["console"].startswith("http://127.0.0.1:")
+    assert "review console on " + s["console"] in (var / "demo" / "logs" / "console.log").read_text()
     # Recall on the campaign at the same false-alert rate on humans (5 %), per version.
     before = s["before"]["by_kind"]["campaign"]["recall_at_5pct_human_alerts"]
     after = s["after"]["by_kind"]["campaign"]["recall_at_5pct_human_alerts"]

@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.timeout(180), pytest.mark.both_brokers]
 def _settings(bootstrap: str, unique: str, rf: int, **extra: str):
     return load_settings({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TOPIC_FEATURES": f"features-{unique}",
                           "TOPIC_SCORES": f"scores-{unique}", "TOPIC_DLQ": f"dlq-{unique}",
+                          "TOPIC_SHADOW_SCORES": f"shadow-{unique}",
                           "TOPIC_CONTROL": f"control-{unique}", "SCORER_APP_ID": f"scorer-{unique}",
                           "TOPIC_PARTITIONS": "3", "TOPIC_REPLICATION_FACTOR": str(rf), **extra})
 
@@ -67,8 +68,8 @@ def test_the_scorers_topics_have_the_settings_partitions_factor_and_configs(kafk
     s = _settings(kafka_bootstrap, unique, rf=rf)
     created = ensure_topics(s, scorer_topics(s))
     leader = f"{s.scorer_app_id}-__assignor-__leader"
-    assert set(created) == {s.topic_features, s.topic_scores, s.topic_dlq, leader}
-    for topic in (s.topic_features, s.topic_scores, s.topic_dlq):
+    assert set(created) == {s.topic_features, s.topic_scores, s.topic_dlq, s.topic_shadow_scores, leader}
+    for topic in (s.topic_features, s.topic_scores, s.topic_dlq, s.topic_shadow_scores):
         parts, replicas, config = _described(kafka_bootstrap, topic)
         assert (parts, replicas) == (3, rf)
         assert config.get("min.insync.replicas") == (str(data_min_insync(rf)) if data_min_insync(rf) else None)

@@ -20,7 +20,7 @@ from trainer.publish import read_control_latest
 def common(chdb_url: str, tmp_path: Path, kafka_bootstrap: str, unique: str) -> list[str]:
     return ["--clickhouse-url", chdb_url, "--model-store", str(tmp_path / "models"),
             "--kafka-bootstrap-servers", kafka_bootstrap, "--topic-control", f"trainer-cli-{unique}",
-            "--eif-ntrees", "30", "--ae-epochs", "2", "--log-level", "warning"]
+            "--eif-ntrees", "30", "--ae-epochs", "2", "--log-level", "warning", "--promotion-policy", "direct"]
 
 
 def _settings(common: list[str]):

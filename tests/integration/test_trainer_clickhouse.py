@@ -40,7 +40,7 @@ def test_init_db_is_idempotent_and_creates_the_contract_tables(chdb_url: str) ->
         scores = ch.columns(SCORES_TABLE)
         assert list(scores) == ["window_start", "src_ip", "ja4", "host", "anomaly_score", "eif_score", "ae_score",
                                 "xgb_prob", "threat_level", "model_name", "model_version", "scored_at", "imputed",
-                                "asn_number", "country_code", "browser_family", "bot_name"]
+                                "asn_number", "country_code", "browser_family", "bot_name", "reasons"]
         assert scores["threat_level"] == "LowCardinality(String)" and scores["ae_score"] == "Nullable(Float64)"
         engine = ch.client.query("SELECT engine_full FROM system.tables WHERE database = {d:String} AND name = {t:String}",
                                  parameters={"d": ch.database, "t": SCORES_TABLE}).result_rows[0][0]

@@ -37,7 +37,8 @@ def settings_for(chdb_url: str, tmp_path: Path, bootstrap: str, unique: str, **e
     return load_settings({
         "CLICKHOUSE_URL": chdb_url, "MODEL_STORE": str(tmp_path / "models"), "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "TOPIC_CONTROL": f"trainer-control-{unique}", "CONTROL_SIGNING_KEY": SIGNING_KEY,
-        "EIF_NTREES": "50", "AE_EPOCHS": "3", "BASELINE_DAYS": "3", "LOG_LEVEL": "warning", **env})
+        "EIF_NTREES": "50", "AE_EPOCHS": "3", "BASELINE_DAYS": "3", "LOG_LEVEL": "warning",
+        "PROMOTION_POLICY": "direct", **env})  # a retrain goes live at once (the shadow policy: test_champion_judge)
 
 
 def load(chdb_url: str, *, seed: int, days: float, rate: int, end: datetime, bot_share: float = 0.1,

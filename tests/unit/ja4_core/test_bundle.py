@@ -73,7 +73,8 @@ def edit_manifest(path: Path, change) -> None:
 
 
 def refresh_sha(path: Path, name: str) -> None:
-    edit_manifest(path, lambda m: m["files"].__setitem__(name, sha(path / name)))
+    key = "compact_files" if name.endswith(".safetensors") else "files"
+    edit_manifest(path, lambda m: m[key].__setitem__(name, sha(path / name)))
 
 
 # --- round trip -----------------------------------------------------------------------------
@@ -99,13 +100,14 @@ def test_round_trip_scores_are_identical(fitted, pristine):
 
 def test_written_bundle_layout(pristine):
     names = sorted(p.name for p in pristine.path.iterdir())
-    assert names == ["ae.pt", "eif.isotree", MANIFEST, "xgb.ubj"]
+    assert names == ["ae.pt", "ae.weights.safetensors", "eif.forest.safetensors", "eif.isotree", MANIFEST, "xgb.ubj"]
     assert not [p for p in pristine.path.parent.iterdir() if p.name.startswith(".tmp-")]
     assert pristine.uri == pristine.path.as_uri()
     m = json.loads((pristine.path / MANIFEST).read_text(),
                    parse_constant=lambda c: pytest.fail(f"manifest holds {c}"))
     assert m["format_version"] == 1 and m["features"] == list(FEATURES)
     assert m["files"] == {n: sha(pristine.path / n) for n in ("ae.pt", "eif.isotree", "xgb.ubj")}
+    assert m["compact_files"] == {n: sha(pristine.path / n) for n in ("ae.weights.safetensors", "eif.forest.safetensors")}
     assert list(m["thresholds"]) == list(SCORE_LEVELS[1:])
     assert m["eif"]["params"]["ndim"] == 3 and m["smoke"]["expected"]
 
@@ -233,12 +235,17 @@ def test_malformed_sha_is_refused(copy, digest):
         load_bundle(copy)
 
 
-@pytest.mark.parametrize("name, match", [("eif.isotree", "isotree"), ("ae.pt", "autoencoder"), ("xgb.ubj", "XGBoost")])
-def test_garbage_model_file_with_a_matching_sha_is_refused_cleanly(copy, name, match):
+@pytest.mark.parametrize("name, match, evaluators", [
+    ("eif.isotree", "isotree", {"eif_evaluator": "isotree"}), ("ae.pt", "autoencoder", {"ae_evaluator": "torch"}),
+    ("xgb.ubj", "XGBoost", {}), ("eif.forest.safetensors", "ja4-eif-forest", {}),
+    ("ae.weights.safetensors", "ja4-ae-weights", {})])
+def test_garbage_model_file_with_a_matching_sha_is_refused_cleanly(copy, name, match, evaluators):
+    """Each file is parsed by the load that uses it (the portable EIF and AE files by the
+    library evaluators; the compiled ones load from the compact files)."""
     (copy / name).write_bytes(b"definitely not a model" * 10)
     refresh_sha(copy, name)
     with pytest.raises(BundleError, match=match):
-        load_bundle(copy)
+        load_bundle(copy, **evaluators)
 
 
 _EXECUTED: list[str] = []
@@ -258,7 +265,8 @@ def test_pickled_code_in_the_weights_file_is_refused_without_running(copy):
     torch.save({"weight": _Evil()}, copy / "ae.pt")  # torch.save pickles arbitrary objects
     refresh_sha(copy, "ae.pt")
     with pytest.raises(BundleError, match="autoencoder"):
-        load_bundle(copy)
+        load_bundle(copy, ae_evaluator="torch")  # the load that parses ae.pt
+    load_bundle(copy)  # the compiled evaluator loads from the compact file: ae.pt is only hashed
     assert _EXECUTED == []
 
 
@@ -381,12 +389,16 @@ def test_smoke_check_refuses_recorded_expectations_that_do_not_match(copy):
         smoke_check(loaded)
 
 
-def test_smoke_check_catches_a_swapped_model_with_a_valid_checksum(copy, fitted):
+@pytest.mark.parametrize("name", ["eif.isotree", "eif.forest.safetensors"])
+def test_smoke_check_catches_a_swapped_model_with_a_valid_checksum(copy, fitted, name):
     _, X, _ = fitted
     other = EIFDetector(ntrees=50, random_seed=99).fit(X)
-    other.save(copy)  # overwrites eif.isotree with a different, valid forest
-    refresh_sha(copy, "eif.isotree")
-    loaded = load_bundle(copy)
+    if name == "eif.isotree":
+        other.save(copy)  # overwrites eif.isotree with a different, valid forest
+    else:
+        (copy / name).write_bytes(other.compact_bytes(X[:20]))
+    refresh_sha(copy, name)
+    loaded = load_bundle(copy, eif_evaluator="isotree" if name == "eif.isotree" else "compiled")
     with pytest.raises(BundleError, match="differ"):
         smoke_check(loaded)
 

@@ -233,7 +233,7 @@ def test_score_record_fields_follow_the_contract(bundle):
     out, scores = scores_of([orjson.dumps(recs)], bundle)
     assert len(scores) == 40
     score_fields = {"anomaly_score", "eif_score", "ae_score", "xgb_prob", "threat_level", "model_name",
-                    "model_version", "scored_at", "imputed"}
+                    "model_version", "scored_at", "imputed", "reasons"}
     a, b = bundle.ensemble.ae_weight, bundle.ensemble.xgb_weight
     for rec, (_, s) in zip(recs, scores):
         passthrough = {k: rec[k] for k in (*KEY_FIELDS, *CONTEXT_FIELDS) if k in rec}
@@ -336,6 +336,13 @@ def test_each_model_is_called_once_per_batch(bundle, monkeypatch):
             calls[_name].append(X.shape)
             return _orig(X)
         monkeypatch.setattr(member, "score", counting)
+    # with reasons on, the autoencoder's one call also returns its per-feature errors
+    by_feature = ens.ae.score_by_feature
+
+    def counting_by_feature(X):
+        calls["ae"].append(X.shape)
+        return by_feature(X)
+    monkeypatch.setattr(ens.ae, "score_by_feature", counting_by_feature)
     recs = TrafficSimulator(seed=9, bot_share=0.3).records(120)
     values = [orjson.dumps(recs[i:i + 10]) for i in range(0, 100, 10)] + [orjson.dumps(r) for r in recs[100:]]
     out = score_values(values, bundle)
@@ -358,7 +365,8 @@ def test_epoch_window_start_is_passed_through(bundle):
 
 
 def test_bundle_without_xgboost_gives_null_xgb_prob(bundle, tmp_path):
-    ens = bundle.ensemble
+    # members loaded from the compact files serve only; re-writing needs the portable files
+    ens = load_bundle(bundle.path, eif_evaluator="isotree", ae_evaluator="torch").ensemble
     no_xgb = Ensemble(features=ens.features, medians=ens.medians, eif=ens.eif, ae=ens.ae, xgb=None,
                       ae_weight=ens.ae_weight, xgb_weight=ens.xgb_weight, thresholds=dict(ens.thresholds))
     info = write_bundle(ModelStore(tmp_path), no_xgb, model="default", version="v1")

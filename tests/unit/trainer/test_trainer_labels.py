@@ -40,3 +40,23 @@ def test_holdout_is_the_validation_period_when_the_rest_suffices() -> None:
     mask = split_holdout(times, y, cut_time=240, min_labels=100)
     assert mask is not None and mask.sum() == 60
     assert split_holdout(times, y, cut_time=50, min_labels=100) is None  # 50 labels before: too few
+
+
+def test_cleanlab_removes_only_the_removable_labels() -> None:
+    """The trainer lets cleanlab remove score-derived labels only: analysts' bots that look
+    human (the headless impersonators) are what the supervised member must learn, and
+    analyst labels win over score-derived ones. Flagged analyst labels are reported, kept."""
+    rows = TrafficSimulator(seed=5, bot_share=0.3).records(1500, span_s=86400)
+    X = np.array([[r[f] for f in DEFAULT_FEATURES] for r in rows], dtype=float)
+    y = np.array([r["label"] == "bot" for r in rows], dtype=int)
+    noisy = y.copy()
+    noisy[:60] = 1 - noisy[:60]
+    analyst = np.zeros(len(y), dtype=bool)
+    analyst[:30] = True  # half of the flipped labels come from analysts: flagged, never removed
+
+    X_clean, y_clean, flagged = clean_labels(X, noisy, nthreads=2, removable=~analyst)
+
+    assert np.isin(np.arange(30), flagged).sum() >= 20, "the analysts' flipped labels are still flagged"
+    removed = len(y) - len(y_clean)
+    assert removed == int(np.sum(~analyst[flagged]))
+    assert removed < len(flagged)

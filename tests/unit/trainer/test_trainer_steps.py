@@ -191,28 +191,46 @@ def test_the_combination_is_fitted_on_scores_the_supervised_member_never_trained
     assert outcome.supervised is not None and "out-of-fold" in outcome.supervised["note"]
 
 
-def test_the_levels_are_set_on_the_humans_analysts_labelled_in_the_validation_period() -> None:
-    """The validation split is unlabelled traffic (bots included in production): the threat
-    levels come from the analysts' humans of the validation period when there are enough of
-    them, never from score-derived "humans" (rows a model already scored low)."""
-    from trainer.fit import MIN_REFERENCE_HUMANS
-
+def test_the_levels_are_set_on_the_validation_split_weighted_by_the_supervised_members_verdict() -> None:
+    """With a supervised member the threat levels come from the whole validation split (the
+    score the worker computes, on thousands of rows), each row weighted by its probability of
+    being human; the report records the rates on the analysts' humans next to them, and the
+    recall of the held-out labelled bots at each level and at 1 % / 5 % human false alerts."""
     inputs = make_inputs(rate=100, label_share=1.0)
     plan = plan_run(inputs, SETTINGS)
-    assert plan.supervised is not None and plan.supervised.held_out is not None
-    expected = int(np.sum(plan.supervised.held_out & (inputs.labels.y == 0)))
-    assert expected >= MIN_REFERENCE_HUMANS
+    assert plan.supervised is not None and plan.supervised.mode == "trained"
     outcome = fit_and_evaluate(inputs, plan, CONFIG, val_anomaly_gate=1.0)
     combination = outcome.ensemble.combination
     assert combination is not None
-    assert combination["levels_set_on"] == f"{expected} labelled humans of the validation period"
+    assert combination["levels_set_on"].startswith(f"{outcome.fit.n_val} validation rows weighted")
     for level, rates in combination["levels"].items():
-        assert abs(rates["validation"] - rates["design"]) <= max(rates["design"] / 2, 1 / expected), level
+        assert abs(rates["validation"] - rates["design"]) <= max(rates["design"] / 2, 2 / outcome.fit.n_val), level
+        assert "labelled_humans" in rates
+    recall = outcome.operating_point["recall"]
+    assert set(recall) == {"LOW", "MEDIUM", "HIGH", "CRITICAL", "at_1pct_human_alerts", "at_5pct_human_alerts"}
+    assert recall["LOW"] >= recall["at_5pct_human_alerts"] >= recall["at_1pct_human_alerts"] >= recall["CRITICAL"]
+
+
+def test_without_a_supervised_member_the_levels_are_set_on_the_analysts_humans() -> None:
+    """Too few labels for XGBoost (XGB_MIN_LABELS): the analysts' humans of the label window
+    set the levels when there are enough of them, never score-derived "humans" (rows a model
+    already scored low)."""
+    from trainer.fit import MIN_REFERENCE_HUMANS
+
+    inputs = make_inputs(rate=100, label_share=1.0)
+    settings = load_settings({"XGB_MIN_LABELS": "100000", "MODEL_STORE": "/nonexistent/ja4-models"})
+    plan = plan_run(inputs, settings)
+    assert plan.supervised is not None and plan.supervised.mode == "none"
+    expected = int(np.sum(inputs.labels.y == 0))
+    assert expected >= MIN_REFERENCE_HUMANS
+    outcome = fit_and_evaluate(inputs, plan, CONFIG, val_anomaly_gate=1.0)
+    assert outcome.ensemble.combination is not None
+    assert outcome.ensemble.combination["levels_set_on"] == f"{expected} analyst-labelled humans"
 
     scored = replace(inputs, labels=replace(inputs.labels, source=np.array(["score"] * len(inputs.labels), dtype=object)))
-    outcome = fit_and_evaluate(scored, plan_run(scored, SETTINGS), CONFIG, val_anomaly_gate=1.0)
+    outcome = fit_and_evaluate(scored, plan_run(scored, settings), CONFIG, val_anomaly_gate=1.0)
     assert outcome.ensemble.combination is not None
-    assert "validation rows" in outcome.ensemble.combination["levels_set_on"]
+    assert "validation rows (unlabelled" in outcome.ensemble.combination["levels_set_on"]
 
 
 def test_fit_and_evaluate_refuses_a_contaminated_baseline(first) -> None:
