@@ -24,36 +24,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import orjson
 
 from bench.common import RESULTS, log
-
-
-def _bundle(workdir: Path, quick: bool) -> Any:
-    from ja4_core.bundle import ModelStore, load_bundle, write_bundle
-    from ja4_core.features import DEFAULT_FEATURES
-    from ja4_dev.simulator import TrafficSimulator
-    from trainer.fit import FitConfig, fit_ensemble, quantile_digest
-
-    humans = TrafficSimulator(seed=11, bot_share=0.0).records(4000 if quick else 20000)
-    X = np.array([[r[f] for f in DEFAULT_FEATURES] for r in humans], dtype=np.float64)
-    config = FitConfig(eif_ntrees=60 if quick else 300, ae_epochs=3 if quick else 30, nthreads=1)
-    fit = fit_ensemble(X, DEFAULT_FEATURES, config)
-    info = write_bundle(ModelStore(workdir), fit.ensemble, model="default", smoke_rows=X[:8],
-                        extra={"digest": quantile_digest(X, DEFAULT_FEATURES), "digest_rows": len(X)})
-    return load_bundle(info.path, nthreads=1)
-
-
-def _rows_per_s(fn: Callable[[], int], min_time: float) -> float:
-    """Rows per second of this thread's CPU time: the box is shared (a broker, other runs),
-    and wall time would charge their load to whichever side ran at the moment."""
-    rows, t0 = 0, time.thread_time()
-    while True:
-        rows += fn()
-        elapsed = time.thread_time() - t0
-        if elapsed >= min_time:
-            return rows / elapsed
+from bench.cost_common import rows_per_cpu_s, simulated_bundle
+from ja4_core.bundle import load_bundle
 
 
 def _watch(window_s: float) -> Any:
@@ -85,8 +60,8 @@ def _compare(batches: list[list[bytes]], bundle: Any, reps: int, min_time: float
     run(300.0)(), run(0.0)()  # warm-up
     on, off = [], []
     for _ in range(reps):
-        off.append(_rows_per_s(run(0.0), min_time))
-        on.append(_rows_per_s(run(300.0), min_time))
+        off.append(rows_per_cpu_s(run(0.0), min_time))
+        on.append(rows_per_cpu_s(run(300.0), min_time))
     med_on, med_off = statistics.median(on), statistics.median(off)
     ratio = statistics.median(a / b for a, b in zip(on, off))
     return {"with_drift_rows_per_s": med_on, "without_rows_per_s": med_off, "ratio": ratio,
@@ -125,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     reps, min_time = (3, 0.5) if args.quick else (7, 1.5)
     with tempfile.TemporaryDirectory() as tmp:
         log("training the bundle")
-        bundle = _bundle(Path(tmp), args.quick)
+        bundle = load_bundle(simulated_bundle(Path(tmp), args.quick).path, nthreads=1)
         records = TrafficSimulator(seed=21, bot_share=0.0).records(2000)
         singles = [[orjson.dumps(r) for r in records[i:i + 1000]] for i in range(0, 2000, 1000)]
         envelopes = [[orjson.dumps(records[i:i + 1000])] for i in range(0, 2000, 1000)]

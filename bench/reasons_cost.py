@@ -25,40 +25,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import orjson
 
 from bench.common import RESULTS, log
-
-
-def _bundle(workdir: Path, quick: bool) -> Any:
-    from ja4_core.bundle import ModelStore, load_bundle, write_bundle
-    from ja4_core.features import DEFAULT_FEATURES
-    from ja4_dev.simulator import TrafficSimulator
-    from trainer.fit import FitConfig, fit_ensemble, quantile_digest
-
-    humans = TrafficSimulator(seed=11, bot_share=0.0).records(4000 if quick else 20000)
-    X = np.array([[r[f] for f in DEFAULT_FEATURES] for r in humans], dtype=np.float64)
-    labelled = TrafficSimulator(seed=12, bot_share=0.5).records(2000)
-    Xl = np.array([[r[f] for f in DEFAULT_FEATURES] for r in labelled], dtype=np.float64)
-    yl = np.array([r["label"] == "bot" for r in labelled], dtype=int)
-    config = FitConfig(eif_ntrees=60 if quick else 300, ae_epochs=3 if quick else 30, nthreads=1)
-    fit = fit_ensemble(X, DEFAULT_FEATURES, config, xgb_data=(Xl, yl))
-    info = write_bundle(ModelStore(workdir), fit.ensemble, model="default", smoke_rows=X[:8],
-                        extra={"digest": quantile_digest(X, DEFAULT_FEATURES)})
-    return load_bundle(info.path, nthreads=1)  # the compiled evaluators, as a worker loads it
-
-
-def _rows_per_s(fn: Callable[[], int], min_time: float, clock: Callable[[], float] = time.perf_counter) -> float:
-    """Rows per second of ``clock`` (wall time, or this process's CPU time with
-    ``time.process_time``: the pipeline runs on one thread, so CPU time is what it costs and
-    does not count the time other processes of a busy box take the core away)."""
-    rows, t0 = 0, clock()
-    while True:
-        rows += fn()
-        elapsed = clock() - t0
-        if elapsed >= min_time:
-            return rows / elapsed
+from bench.cost_common import rows_per_cpu_s, simulated_bundle
+from ja4_core.bundle import load_bundle
 
 
 def _compare(batches: list[list[bytes]], bundle: Any, reps: int, min_time: float) -> dict[str, Any]:
@@ -76,8 +47,8 @@ def _compare(batches: list[list[bytes]], bundle: Any, reps: int, min_time: float
     run("LOW")(), run(None)()  # warm-up (numba, caches)
     on, off = [], []
     for _ in range(reps):
-        off.append(_rows_per_s(run(None), min_time, time.process_time))
-        on.append(_rows_per_s(run("LOW"), min_time, time.process_time))
+        off.append(rows_per_cpu_s(run(None), min_time, time.process_time))
+        on.append(rows_per_cpu_s(run("LOW"), min_time, time.process_time))
     out = score_values(batches[0], bundle, reasons_from="LOW")
     with_reasons = sum(1 for _, v in out.scores if orjson.loads(v)["reasons"])
     med_on, med_off = statistics.median(on), statistics.median(off)
@@ -105,10 +76,10 @@ def _xgb_contribs(bundle: Any, records: list[dict[str, Any]], min_time: float) -
     booster = ens.xgb.booster_
     assert booster is not None
     cpu = time.process_time
-    predict = _rows_per_s(lambda: len(ens.xgb.score(X)), min_time, cpu)  # as the worker predicts
+    predict = rows_per_cpu_s(lambda: len(ens.xgb.score(X)), min_time, cpu)  # as the worker predicts
     # a new DMatrix per batch, as a worker would need: predict caches results per DMatrix
-    contribs = _rows_per_s(lambda: len(booster.predict(xgb.DMatrix(X, nthread=1), pred_contribs=True)), min_time, cpu)
-    full = _rows_per_s(lambda: len(ens.score(X).anomaly), min_time, cpu)
+    contribs = rows_per_cpu_s(lambda: len(booster.predict(xgb.DMatrix(X, nthread=1), pred_contribs=True)), min_time, cpu)
+    full = rows_per_cpu_s(lambda: len(ens.score(X).anomaly), min_time, cpu)
     return {"predict_rows_per_s": predict, "pred_contribs_rows_per_s": contribs,
             "ensemble_score_rows_per_s": full,
             "pipeline_ratio_if_contribs_added": 1.0 / (1.0 + full / contribs)}
@@ -124,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     reps, min_time = (3, 0.5) if args.quick else (7, 1.5)
     with tempfile.TemporaryDirectory() as tmp:
         log("training the bundle")
-        bundle = _bundle(Path(tmp), args.quick)
+        bundle = load_bundle(simulated_bundle(Path(tmp), args.quick, labelled=True).path, nthreads=1)
         results: dict[str, Any] = {"quick": args.quick, "batch_records": 1000, "threads": 1,
                                    "ae_evaluator": bundle.ensemble.ae.evaluator if bundle.ensemble.ae else None}
         for mix, bot_share in (("humans", 0.0), ("campaign", 0.3)):

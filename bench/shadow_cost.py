@@ -27,33 +27,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import orjson
 import psutil
 
 from bench.common import RESULTS, log
-
-
-def _write(workdir: Path, quick: bool, seed: int) -> Any:
-    from ja4_core.bundle import ModelStore, write_bundle
-    from ja4_core.features import DEFAULT_FEATURES
-    from ja4_dev.simulator import TrafficSimulator
-    from trainer.fit import FitConfig, fit_ensemble
-
-    humans = TrafficSimulator(seed=seed, bot_share=0.0).records(4000 if quick else 20000)
-    X = np.array([[r[f] for f in DEFAULT_FEATURES] for r in humans], dtype=np.float64)
-    config = FitConfig(eif_ntrees=60 if quick else 300, ae_epochs=3 if quick else 30, nthreads=1, seed=seed)
-    fit = fit_ensemble(X, DEFAULT_FEATURES, config)
-    return write_bundle(ModelStore(workdir), fit.ensemble, model="default", smoke_rows=X[:8])
-
-
-def _rows_per_s(fn: Callable[[], int], min_time: float) -> float:
-    rows, t0 = 0, time.process_time()
-    while True:
-        rows += fn()
-        elapsed = time.process_time() - t0
-        if elapsed >= min_time:
-            return rows / elapsed
+from bench.cost_common import rows_per_cpu_s, simulated_bundle
 
 
 def _compare(batches: list[list[bytes]], champion: Any, challenger: Any, reps: int, min_time: float) -> dict[str, Any]:
@@ -82,8 +60,8 @@ def _compare(batches: list[list[bytes]], champion: Any, challenger: Any, reps: i
     run(True)(), run(False)()  # warm-up
     on, off = [], []
     for _ in range(reps):
-        off.append(_rows_per_s(run(False), min_time))
-        on.append(_rows_per_s(run(True), min_time))
+        off.append(rows_per_cpu_s(run(False), min_time, time.process_time))
+        on.append(rows_per_cpu_s(run(True), min_time, time.process_time))
     med_on, med_off = statistics.median(on), statistics.median(off)
     ratio = statistics.median(a / b for a, b in zip(on, off))
     return {"with_challenger_rows_per_s": med_on, "without_rows_per_s": med_off, "ratio": ratio,
@@ -111,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     reps, min_time = (3, 0.5) if args.quick else (7, 1.5)
     with tempfile.TemporaryDirectory() as tmp:
         log("training the champion and the challenger")
-        infos = [_write(Path(tmp), args.quick, seed) for seed in (1, 2)]
+        infos = [simulated_bundle(Path(tmp), args.quick, seed=seed, digest=False) for seed in (1, 2)]
         proc = psutil.Process()
         champion = _active(infos[0])
         gc.collect()
