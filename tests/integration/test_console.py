@@ -8,36 +8,25 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import orjson
 
+from ja4_dev.processes import ProductProcess, python_module
 from tests.helpers import FAST_GROUP_ENV, free_port, produce
 
 TOKEN = "s3cret-console-token-0123"
 JA4S = ("t13d1516h2_8daaf6152771_02713d6af862", "t13d1011h1_aaaaaaaaaaaa_bbbbbbbbbbbb")
 
 
-def _start(args: list[str], env: dict, log) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stream_scorer.cli", *args], cwd=log.parent,
-                            env={**os.environ, **env}, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def _start(args: list[str], env: dict, log: Path) -> ProductProcess:
+    return ProductProcess(args[0], python_module("stream_scorer.cli", *args), env, log, cwd=log.parent).start()
 
 
 def _http(url: str, *, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
@@ -103,7 +92,7 @@ def test_console_lists_filters_labels_and_guards(kafka_bootstrap, unique, tmp_pa
                     break
             except OSError:
                 pass
-            assert sink.poll() is None and console.poll() is None
+            assert sink.running and console.running
             time.sleep(0.5)
         rows = json.loads(body)["rows"]
         assert [r["src_ip"] for r in rows] == ["10.1.0.0", "10.1.0.1", "10.1.0.2", "10.1.0.3"], body
@@ -166,8 +155,8 @@ def test_console_lists_filters_labels_and_guards(kafka_bootstrap, unique, tmp_pa
         assert got[row["src_ip"]]["source"] == "console"
         assert sum(v is not None for v in got.values()) == 1  # only the labelled row
     finally:
-        _stop(console)
-        _stop(sink)
+        console.stop(grace=30)
+        sink.stop(grace=30)
     log = (tmp_path / "console.log").read_text()
     assert "review console on http://127.0.0.1:" in log and "(token required)" in log
     assert TOKEN not in log and TOKEN not in (tmp_path / "sink.log").read_text()

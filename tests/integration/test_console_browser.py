@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from ja4_dev.processes import ProductProcess, python_module
 from tests.helpers import FAST_GROUP_ENV, REPO, free_port, produce
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -45,20 +45,8 @@ def _chdb(dsn: str, code: str, *args: str, cwd: Path) -> object:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stream_scorer.cli", *args], cwd=log.parent,
-                            env={**os.environ, **env}, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def _start(args: list[str], env: dict, log: Path) -> ProductProcess:
+    return ProductProcess(args[0], python_module("stream_scorer.cli", *args), env, log, cwd=log.parent).start()
 
 
 def _browser():  # type: ignore[no-untyped-def]
@@ -140,7 +128,7 @@ def test_a_click_in_the_browser_labels_a_row_and_the_trainer_counts_it(kafka_boo
             rows = browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr[data-key]")
             return rows if len(rows) == len(scores) else None
 
-        _wait("the page to list every scored window", lambda: (console.poll() is None or pytest.fail("console died"))
+        _wait("the page to list every scored window", lambda: (console.running or pytest.fail("console died"))
               and rows_listed(), timeout=90, every=1.0)
         first = browser.find_element(By.CSS_SELECTOR, "#rows tbody tr[data-key]")
         assert first.get_attribute("data-src-ip") == scores[0]["src_ip"]
@@ -166,8 +154,8 @@ def test_a_click_in_the_browser_labels_a_row_and_the_trainer_counts_it(kafka_boo
         assert browser.save_screenshot(str(shot)), shot
     finally:
         browser.quit()
-        _stop(console)
-        _stop(sink)
+        console.stop(grace=30)
+        sink.stop(grace=30)
 
     labels = _chdb(dsn, "ch.client.query('SELECT src_ip, label, source, analyst FROM ja4.soc_labels').result_rows",
                    cwd=tmp_path)
