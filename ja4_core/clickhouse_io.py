@@ -107,6 +107,7 @@ LABEL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("created_at", "DateTime64(3, 'UTC')"),
     ("analyst", "String"),  # added with the label feed (ja4_core.label_record): ALTERed into older tables
     ("note", "String"),
+    ("kind", "String"),  # the bot family of a bot label (issue 16): ALTERed into older tables
 )
 
 #: One row per training decision: trained, reused, rejected, drift (= retrained because of
@@ -463,6 +464,8 @@ class Labelled:
     source: np.ndarray  # "analyst" or "score"
     times: np.ndarray
     features: tuple[str, ...]
+    #: The bot kind of each row's newest analyst label ("" when it names none, and on humans).
+    kind: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -579,7 +582,7 @@ class ClickHouseIO:
             f"CREATE TABLE IF NOT EXISTS {self.table(LABELS_TABLE)} ({self._cols(LABEL_COLUMNS)}) "
             "ENGINE = MergeTree ORDER BY (window_start, src_ip, ja4, host, created_at)")
         have = self.columns(LABELS_TABLE)
-        for name in ("analyst", "note"):  # tables created before the label feed (no DDL when present)
+        for name in ("analyst", "note", "kind"):  # tables created before the label feed / kinds (no DDL when present)
             if name not in have:
                 self.client.command(f"ALTER TABLE {self.table(LABELS_TABLE)} ADD COLUMN IF NOT EXISTS {ident(name)} String")
         self.client.command(
@@ -673,7 +676,7 @@ class ClickHouseIO:
             data.append([to_epoch(r["window_start"]), _text(r["src_ip"]), _text(r["ja4"]), _text(r["host"]),
                          label, _text(r.get("source", source)),
                          to_datetime(r["created_at"], "created_at") if r.get("created_at") is not None else now,
-                         _text(r.get("analyst")), _text(r.get("note"))])
+                         _text(r.get("analyst")), _text(r.get("note")), _text(r.get("kind"))])
         self.client.insert(LABELS_TABLE, data, column_names=[c for c, _ in LABEL_COLUMNS], database=self.database)
         return len(data)
 
@@ -755,7 +758,8 @@ class ClickHouseIO:
         on = lambda a: " AND ".join(f"{a}.{k} = f.{k}" for k in ("window_start", "src_ip", "ja4", "host"))  # noqa: E731
         window = "window_start >= toDateTime({start:Int64}, 'UTC') AND window_start < toDateTime({end:Int64}, 'UTC')"
         return (
-            f" LEFT JOIN (SELECT {key}, argMax(label, created_at) AS label FROM {self.table(LABELS_TABLE)}"
+            f" LEFT JOIN (SELECT {key}, argMax(label, created_at) AS label, argMax(kind, created_at) AS kind"
+            f" FROM {self.table(LABELS_TABLE)}"
             f" WHERE {window} GROUP BY {key}) AS l ON {on('l')}"
             f" LEFT JOIN (SELECT {key}, argMax(threat_level, scored_at) AS level FROM {self.table(SCORES_TABLE)}"
             f" WHERE {window} GROUP BY {key}) AS s ON {on('s')}")
@@ -772,7 +776,9 @@ class ClickHouseIO:
         analyst labelled bot and rows scored positive without an analyst's 'human' (analyst
         labels win). The newest ``max_rows`` are kept; returned oldest first."""
         start, end = self._window(now, days)
-        cols = ", ".join(f"f.{ident(c, 'feature')}" for c in features)
+        # Float64 on the server, NULL as NaN: the result arrives as typed arrays (no Python
+        # float per cell), and no alias, so ``row_filter`` still sees the raw columns.
+        cols = ", ".join(f"ifNull(toFloat64(f.{ident(c, 'feature')}), nan)" for c in features)
         where = "f.window_start >= toDateTime({start:Int64}, 'UTC') AND f.window_start < toDateTime({end:Int64}, 'UTC')"
         if row_filter.strip():
             where += f" AND ({row_filter})"
@@ -781,9 +787,8 @@ class ClickHouseIO:
         sql = (f"SELECT toUnixTimestamp(f.window_start) AS ts, {cols} FROM {self.table(FEATURES_TABLE)} AS f"
                f"{self._label_joins()} WHERE {where}"
                " ORDER BY f.window_start DESC, f.src_ip, f.ja4, f.host LIMIT {max_rows:UInt64}")
-        result = self.client.query(sql, parameters={"start": start, "end": end, "pos": list(POSITIVE_LEVELS),
-                                                    "max_rows": int(max_rows)})
-        times, X = self._matrix(result.result_columns, len(features))
+        times, X = self._float_matrix(sql, {"start": start, "end": end, "pos": list(POSITIVE_LEVELS),
+                                            "max_rows": int(max_rows)}, len(features))
         order = np.argsort(times, kind="stable")  # oldest first; ties keep the key order
         return Baseline(X=X[order], features=tuple(features), times=times[order], start=start, end=end)
 
@@ -791,13 +796,14 @@ class ClickHouseIO:
                  now: datetime | None = None) -> Labelled:
         """Rows of the last ``days`` with a label: analyst labels first, else the newest score's
         threat level (positive: HIGH, CRITICAL, ANUBIS_DENY, KNOWN_BOT; negative: NORMAL,
-        LEGITIMATE_BROWSER); other rows carry no label. Oldest first."""
+        LEGITIMATE_BROWSER); other rows carry no label. ``kind``: the newest analyst label's bot
+        kind ("" without one). Oldest first."""
         start, end = self._window(now, days)
         cols = ", ".join(f"f.{ident(c, 'feature')}" for c in features)
         y = ("multiIf(ifNull(l.label, '') = 'bot', 1, ifNull(l.label, '') = 'human', 0,"
              " has({pos:Array(String)}, ifNull(s.level, '')), 1, has({neg:Array(String)}, ifNull(s.level, '')), 0, -1)")
         sql = (f"SELECT * FROM (SELECT toUnixTimestamp(f.window_start) AS ts, {cols}, {y} AS y,"
-               " if(ifNull(l.label, '') != '', 'analyst', 'score') AS src"
+               " if(ifNull(l.label, '') != '', 'analyst', 'score') AS src, ifNull(l.kind, '') AS kind"
                f" FROM {self.table(FEATURES_TABLE)} AS f{self._label_joins()}"
                " WHERE f.window_start >= toDateTime({start:Int64}, 'UTC') AND f.window_start < toDateTime({end:Int64}, 'UTC')"
                " ORDER BY f.window_start DESC, f.src_ip, f.ja4, f.host) WHERE y >= 0 LIMIT {max_rows:UInt64}")
@@ -808,8 +814,25 @@ class ClickHouseIO:
         times, X = self._matrix(columns[:n + 1], n)
         is_bot = np.asarray(columns[n + 1] if columns else [], dtype=np.int32)
         source = np.asarray(columns[n + 2] if columns else [], dtype=object)
+        kind = np.asarray(columns[n + 3] if columns else [], dtype=object)
         order = np.argsort(times, kind="stable")
-        return Labelled(X=X[order], y=is_bot[order], source=source[order], times=times[order], features=tuple(features))
+        return Labelled(X=X[order], y=is_bot[order], source=source[order], times=times[order], features=tuple(features),
+                        kind=kind[order])
+
+    def _float_matrix(self, sql: str, parameters: Mapping[str, Any], n_features: int) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch column and the ``n_features`` Float64 columns of ``sql``, block by block
+        into one float64 matrix: a 1M-row baseline costs its matrix, not 40M Python floats."""
+        times: list[np.ndarray] = []
+        blocks: list[np.ndarray] = []
+        with self.client.query_column_block_stream(sql, parameters=parameters) as stream:
+            for block in stream:
+                times.append(np.asarray(block[0], dtype=np.int64))
+                blocks.append(np.column_stack([np.asarray(c, dtype=np.float64) for c in block[1:n_features + 1]]))
+        if not blocks:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, n_features))
+        X = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        del blocks
+        return np.concatenate(times), X
 
     @staticmethod
     def _matrix(columns: Sequence[Sequence[Any]], n_features: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,13 +3,17 @@
 
 A label is one JSON object (or one CSV row) naming a feature record's key (``window_start``,
 ``src_ip``, ``ja4``, ``host``, as in the feature record) with ``label`` = ``bot`` | ``human``,
-``source`` (who or what sent it: ``console``, ``siem``, ...) and optionally ``analyst`` and
-``note``. Anything else is refused with the reason, so a typo (``"lable"``) or a stray field
+``source`` (who or what sent it: ``console``, ``siem``, ...) and optionally ``analyst``,
+``note`` and, on a bot label only, ``kind`` (the bot family, e.g. ``headless_impersonator``:
+at most :data:`KIND_MAX_CHARS` of ``[a-z0-9_-]``; the trainer reports recall per kind).
+Anything else is refused with the reason, so a typo (``"lable"``) or a stray field
 is an error the sender sees, not a label silently stored without its meaning:
 
 * a field the format does not have (:class:`LabelFieldError`),
 * a value other than ``bot`` / ``human``, a key field or ``source`` missing, a
   ``window_start`` the feature contract refuses (:class:`LabelFieldError`),
+* a ``kind`` on a ``human`` label, or one with characters outside ``[a-z0-9_-]``
+  (:class:`LabelKindError`, a :class:`LabelFieldError`),
 * a text longer than its limit (:data:`TEXT_LIMITS`; ``note`` at most
   :data:`NOTE_MAX_CHARS`), or a message larger than :data:`LABEL_MAX_BYTES`
   (:class:`LabelTooLargeError`),
@@ -22,6 +26,7 @@ tool); whoever stores it counts it apart (``unscored``).
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,13 +40,17 @@ from ja4_core.features import KEY_FIELDS, window_start_seconds
 LABEL_VALUES: tuple[str, ...] = ("bot", "human")
 #: The longest analyst note, in characters.
 NOTE_MAX_CHARS = 1000
+#: The longest bot ``kind``, in characters.
+KIND_MAX_CHARS = 64
 #: The most characters of each text field (a key field longer than these is no real key).
 TEXT_LIMITS: dict[str, int] = {"src_ip": 64, "ja4": 128, "host": 255, "source": 64, "analyst": 128,
-                               "note": NOTE_MAX_CHARS}
+                               "note": NOTE_MAX_CHARS, "kind": KIND_MAX_CHARS}
+#: What a bot ``kind`` may hold: a short family name, usable as a Prometheus label value.
+KIND_PATTERN = re.compile(r"[a-z0-9_-]+")
 #: A label message larger than this is refused before it is parsed.
 LABEL_MAX_BYTES = 8192
 REQUIRED_FIELDS: tuple[str, ...] = (*KEY_FIELDS, "label", "source")
-OPTIONAL_FIELDS: tuple[str, ...] = ("analyst", "note")
+OPTIONAL_FIELDS: tuple[str, ...] = ("analyst", "note", "kind")
 ALLOWED_FIELDS: frozenset[str] = frozenset(REQUIRED_FIELDS + OPTIONAL_FIELDS)
 
 
@@ -55,6 +64,10 @@ class LabelNotJSONError(LabelError):
 
 class LabelFieldError(LabelError):
     """A field is unknown, missing or has a value the format does not take."""
+
+
+class LabelKindError(LabelFieldError):
+    """A ``kind`` on a human label, or one with characters a kind does not take."""
 
 
 class LabelTooLargeError(LabelError):
@@ -77,6 +90,8 @@ class Label:
     source: str
     analyst: str = ""
     note: str = ""
+    #: The bot family (``headless_impersonator``, ...); "" when unnamed, always "" on a human.
+    kind: str = ""
 
     @property
     def key(self) -> tuple[int, str, str, str]:
@@ -85,7 +100,8 @@ class Label:
     def as_row(self) -> dict[str, Any]:
         """The dict :meth:`ja4_core.clickhouse_io.ClickHouseIO.insert_labels` takes."""
         return {"window_start": self.window_start, "src_ip": self.src_ip, "ja4": self.ja4, "host": self.host,
-                "label": self.label, "source": self.source, "analyst": self.analyst, "note": self.note}
+                "label": self.label, "source": self.source, "analyst": self.analyst, "note": self.note,
+                "kind": self.kind}
 
     def as_message(self) -> dict[str, Any]:
         """The label as a ``TOPIC_LABELS`` message (``window_start`` as ISO-8601 UTC)."""
@@ -118,7 +134,12 @@ def parse_label(doc: Any, *, default_source: str | None = None) -> Label:
     ...              "source": "x", "lable": "bot"})
     Traceback (most recent call last):
     ...
-    ja4_core.label_record.LabelFieldError: unknown field 'lable'; a label has window_start, src_ip, ja4, host, label, source, analyst, note
+    ja4_core.label_record.LabelFieldError: unknown field 'lable'; a label has window_start, src_ip, ja4, host, label, source, analyst, note, kind
+    >>> parse_label({"window_start": 0, "src_ip": "a", "ja4": "b", "host": "c", "label": "human",
+    ...              "source": "x", "kind": "scraper"})
+    Traceback (most recent call last):
+    ...
+    ja4_core.label_record.LabelKindError: field 'kind' names a bot family; a 'human' label has none
     """
     if not isinstance(doc, Mapping):
         raise LabelNotJSONError(f"a label must be a JSON object, got {type(doc).__name__}")
@@ -138,7 +159,21 @@ def parse_label(doc: Any, *, default_source: str | None = None) -> Label:
     if label not in LABEL_VALUES:
         raise LabelFieldError(f"field 'label' must be 'bot' or 'human', got {str(label)[:40]!r}")
     return Label(window, _text(doc, "src_ip", True), _text(doc, "ja4", True), _text(doc, "host", True), label,
-                 _text(doc, "source", True), _text(doc, "analyst", False), _text(doc, "note", False))
+                 _text(doc, "source", True), _text(doc, "analyst", False), _text(doc, "note", False),
+                 _kind(doc, label))
+
+
+def _kind(doc: Mapping[str, Any], label: str) -> str:
+    """The label's bot ``kind`` ("" when absent), or :class:`LabelKindError`: a kind on a
+    human is a contradiction the sender must resolve, not a field to drop silently."""
+    kind = _text(doc, "kind", False)
+    if not kind:
+        return ""
+    if label != "bot":
+        raise LabelKindError(f"field 'kind' names a bot family; a {label!r} label has none")
+    if not KIND_PATTERN.fullmatch(kind):
+        raise LabelKindError(f"field 'kind' must be lowercase letters, digits, '_' or '-', got {kind[:40]!r}")
+    return kind
 
 
 def read_label(value: bytes | None) -> Label:

@@ -41,6 +41,7 @@ from ja4_core.settings import Settings
 from ja4_dev.demo_drift import MIN_DURATION_S as DRIFT_MIN_DURATION_S
 from ja4_dev.demo_drift import REPLICA_DRIFT_ENV, DriftPhase, drift_line
 from ja4_dev.processes import ProbeTimeout, ProcessExited, ProductProcess, python_module
+from ja4_dev.simulator import analyst_label
 from ja4_dev.tansu import TansuBroker, free_port
 
 #: ``--broker`` choices; ``auto`` is Apache Kafka where java and mvn are installed, else Tansu.
@@ -653,8 +654,7 @@ class Demo:
                 t = traffic.truth[key]
                 labelled = (t.campaign and rng.random() < 0.3) or (t.label == "human" and rng.random() < 0.02)
                 if labelled:
-                    labels.append({"window_start": rec["window_start"], "src_ip": rec["src_ip"], "ja4": rec["ja4"],
-                                   "host": rec["host"], "label": t.label})
+                    labels.append(analyst_label({**rec, "label": t.label, "bot_kind": t.kind}, "demo-analyst"))
                 if labelled or rng.random() < LIVE_SAMPLE:
                     fh.write(orjson.dumps(rec) + b"\n")
         with open(labels_path, "wb") as fh:

@@ -57,6 +57,7 @@ __all__ = [
     "HUMAN",
     "Fingerprint",
     "TrafficSimulator",
+    "analyst_label",
     "load_fingerprints",
 ]
 
@@ -1066,6 +1067,23 @@ class TrafficSimulator:
             labels.tolist(), kinds.tolist(),
         ]
         return [dict(zip(keys, row)) for row in zip(*columns)]
+
+
+def analyst_label(record: Mapping[str, Any], source: str = "simulator") -> dict[str, Any]:
+    """The label a perfect analyst gives a simulated record (a :mod:`ja4_core.label_record`
+    label): its key, its true ``label`` and, on a bot, its true ``bot_kind`` as ``kind``, so
+    the trainer can report recall per bot kind. ``bot_kind`` may be absent (a record whose
+    truth was popped): then the label names no kind.
+
+    >>> analyst_label({"window_start": 0, "src_ip": "a", "ja4": "j", "host": "h", "label": "bot",
+    ...                "bot_kind": "scraper"})["kind"]
+    'scraper'
+    """
+    label = {**{k: record[k] for k in KEY_FIELDS}, "label": record["label"], "source": source}
+    kind = record.get("bot_kind")
+    if record["label"] == "bot" and kind and kind != HUMAN:
+        label["kind"] = str(kind)
+    return label
 
 
 def _check_kind(kind: str) -> None:

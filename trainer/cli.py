@@ -35,7 +35,7 @@ import numpy as np
 
 from ja4_core.bundle import read_manifest
 from ja4_core.errors import ConfigError, Ja4StreamError
-from ja4_core.features import DEFAULT_FEATURES, KEY_FIELDS, csv_cell
+from ja4_core.features import DEFAULT_FEATURES, csv_cell
 from ja4_core.logs import configure_logging, mask_url, redact
 from ja4_core.settings import TRAINER, Settings, add_setting_flags, load_settings
 
@@ -126,7 +126,7 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
                 log.info("loaded %d rows", total)
             print(f"loaded {total} rows from {args.file} into {ch.database}.view_ai_features_1h")
             return 0
-        from ja4_dev.simulator import TrafficSimulator
+        from ja4_dev.simulator import TrafficSimulator, analyst_label
 
         if not 0.0 <= args.bot_share <= 1.0 or not 0.0 <= args.label_share <= 1.0:
             raise ConfigError("--bot-share and --label-share must be between 0 and 1")
@@ -136,7 +136,7 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
             ch.insert_features(rows[start:start + LOAD_BATCH])
         rng = np.random.default_rng(args.seed)
         chosen = [r for r in rows if rng.random() < args.label_share]
-        labels = [{**{k: r[k] for k in KEY_FIELDS}, "label": r["label"], "source": "simulator"} for r in chosen]
+        labels = [analyst_label(r) for r in chosen]  # with the true bot kind (recall per kind)
         ch.insert_labels(labels)
         n_bots = sum(r["label"] == "bot" for r in rows)
         print(f"simulated {len(rows)} rows ({n_bots} bots) over {args.days:g} days into {ch.database}; "

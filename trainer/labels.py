@@ -135,6 +135,23 @@ def clean_labels(X: np.ndarray, y: np.ndarray, *, nthreads: int = 1, seed: int =
     return X[keep], y[keep], flagged
 
 
+#: The kind of a labelled bot whose label names none (score-derived, or an analyst's without ``kind``).
+UNSPECIFIED_KIND = "unspecified"
+
+
+def bot_kinds(kind: np.ndarray | None, n: int) -> np.ndarray:
+    """Each labelled row's bot kind for the recall per kind (:func:`trainer.report.operating_point`):
+    the analyst label's ``kind``, else :data:`UNSPECIFIED_KIND`; ``kind`` None (labels read
+    without kinds): all ``n`` unspecified.
+
+    >>> bot_kinds(np.array(["scraper", "", None], dtype=object), 3).tolist()
+    ['scraper', 'unspecified', 'unspecified']
+    """
+    if kind is None:
+        return np.full(n, UNSPECIFIED_KIND, dtype=object)
+    return np.array([str(k) if k else UNSPECIFIED_KIND for k in kind], dtype=object)
+
+
 def split_holdout(times: np.ndarray, y: np.ndarray, cut_time: int, min_labels: int) -> np.ndarray | None:
     """Boolean mask of rows held out for evaluation (window at or after ``cut_time``, the start
     of the baseline's validation split), or None when the rest would not be enough to train

@@ -75,8 +75,10 @@ def prepare_baseline(X: np.ndarray, features: Sequence[str], times: np.ndarray |
     times = np.arange(len(X), dtype=np.int64) if times is None else np.asarray(times)
     if len(times) != len(X):
         raise SchemaError(f"{len(times)} times for {len(X)} rows")
-    order = np.argsort(times, kind="stable")
-    X, times = X[order], times[order]
+    # The read already returns time order: then no second copy of the matrix is made.
+    if len(times) > 1 and not bool(np.all(times[:-1] <= times[1:])):
+        order = np.argsort(times, kind="stable")
+        X, times = X[order], times[order]
     variances = column_variances(X)
     # `not >=` also catches NaN (a column with no value at all).
     keep = np.array([bool(v >= variance_threshold) for v in variances]) if len(features) else np.zeros(0, bool)
@@ -86,7 +88,7 @@ def prepare_baseline(X: np.ndarray, features: Sequence[str], times: np.ndarray |
     kept = tuple(f for f, k in zip(features, keep) if k)
     if not kept:
         raise SchemaError(f"every feature has variance below {variance_threshold}: nothing to train on")
-    return Prepared(X=X[:, keep], features=kept, times=times, pruned=pruned,
+    return Prepared(X=X if bool(keep.all()) else X[:, keep], features=kept, times=times, pruned=pruned,
                     variances={f: float(v) for f, v in zip(features, variances)})
 
 

@@ -267,7 +267,9 @@ class Trainer:
                 return result  # no retrain while a challenger is being judged (its verdict is recorded)
             inputs = read_inputs(ch, self.store, s, now=now)  # 1. read
             timings.update(inputs.seconds)
+            t = time.monotonic()
             plan = plan_run(inputs, s, force=force or request is not None)  # 2. plan
+            timings["plan"] = time.monotonic() - t
             if request is not None:
                 plan = requested_plan(plan, request)
             if plan.action == "train":
@@ -279,7 +281,9 @@ class Trainer:
             if judged is not None and result.challenger is None:
                 result.challenger = judged.as_metrics()
             result.report_dir = report.directory
+            t = time.monotonic()
             report_run(ch, report)  # 6. report
+            timings["report"] = time.monotonic() - t
         return result
 
     def _train(self, inputs: TrainingInputs, plan: TrainingPlan, pending: Pending,

@@ -46,7 +46,7 @@ from trainer.fit import (
     score_members,
 )
 from trainer.inputs import TrainingInputs
-from trainer.labels import LabelReport, clean_labels, out_of_fold
+from trainer.labels import LabelReport, bot_kinds, clean_labels, out_of_fold
 from trainer.plan import TrainingPlan
 from trainer.prepare import select
 from trainer.report import evaluate, operating_point
@@ -240,7 +240,11 @@ def fit_and_evaluate(inputs: TrainingInputs, plan: TrainingPlan, config: FitConf
     neg_labelled = report_scores(ens, humans) if humans is not None else None
     evaluation = evaluate(neg, pos)
     evaluation_labelled = evaluate(neg_labelled, pos) if neg_labelled is not None and pos is not None else {}
-    operating = (operating_point(pos["ensemble"], ens.thresholds, (ens.combination or {}).get("alert_cuts"))
+    # recall per bot kind (issue 16): the held-out bots' label kinds, "unspecified" when none
+    kinds = None
+    if pos is not None and held is not None:
+        kinds = bot_kinds(labels.kind, len(labels))[held][labels.y[held] == 1]
+    operating = (operating_point(pos["ensemble"], ens.thresholds, (ens.combination or {}).get("alert_cuts"), kinds=kinds)
                  if pos is not None else {})
 
     # 7. The gate.

@@ -59,3 +59,25 @@ def test_label_file_import_counts_unscored_and_refuses_a_bad_line_whole(tmp_path
         assert f"{nd}{expected}" in err, (name, err)
     # Nothing of the refused files was stored, not even their good lines.
     assert _rows(dsn, "SELECT count() FROM ja4.soc_labels") == [[2]]
+
+
+def test_a_label_with_a_bot_kind_lands_with_it_in_soc_labels(tmp_path, capsys) -> None:
+    """Issue 16: an optional ``kind`` on bot labels (the trainer's recall per kind); a kind on
+    a human is refused and nothing of that file is stored. On c1c1da8 the column did not exist
+    and ``kind`` was an unknown field."""
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    env = {"CLICKHOUSE_URL": dsn}
+    csv = tmp_path / "labels.csv"
+    csv.write_text("window_start,src_ip,ja4,host,label,source,kind\n"
+                   f"{WINDOW},10.0.0.1,t13d,h,bot,siem,headless_impersonator\n"
+                   f"{WINDOW},10.0.0.2,t13d,h,bot,siem,\n")
+    assert main(["label", "--file", str(csv)], environ=env) == 0
+    assert _rows(dsn, "SELECT src_ip, label, kind FROM ja4.soc_labels ORDER BY src_ip") == [
+        ["10.0.0.1", "bot", "headless_impersonator"], ["10.0.0.2", "bot", ""]]
+    capsys.readouterr()
+    bad = tmp_path / "bad.ndjson"
+    bad.write_bytes(orjson.dumps({"window_start": WINDOW, "src_ip": "10.0.0.3", "ja4": "t13d", "host": "h",
+                                  "label": "human", "source": "s", "kind": "scraper"}) + b"\n")
+    assert main(["label", "--file", str(bad)], environ=env) == 1
+    assert f"{bad}:1: field 'kind' names a bot family" in capsys.readouterr().err
+    assert _rows(dsn, "SELECT count() FROM ja4.soc_labels") == [[2]]
