@@ -17,16 +17,14 @@ DLQ entries. A label stored twice changes nothing: the newest label of a key win
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 from faust.types import StreamT
 
 from ja4_core.label_record import Label, LabelError, read_label
-from ja4_core.logs import redact
 from ja4_core.settings import Settings
-from stream_scorer.sink_writer import ScoreWriter
+from stream_scorer.sink_writer import ScoreWriter, consume_batches
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +99,8 @@ def install_label_feed(app: Any, settings: Settings, ch: Any, scores_writer: Sco
 
     @app.agent(topic, name="stream_scorer.label_sink.labels")
     async def sink_labels(stream: StreamT) -> None:
-        if state["failed"] is not None:
-            await asyncio.Event().wait()
-        within = settings.sink_batch_wait_ms / 1000.0
-        async for events in stream.noack_take(500, within=within):  # type: ignore[attr-defined]
-            try:
-                await label_batch(stream, events)
-            except Exception as exc:  # WriteFailed, an unconfirmed DLQ entry, a bug: never skip the batch
-                state["failed"] = redact(repr(exc))[:500]
-                log.critical("sink: stopping; a batch of %d labels stays unacked and is re-delivered: %s",
-                             len(events), exc)
-                on_fatal(exc)
-                await asyncio.Event().wait()
+        await consume_batches(stream, label_batch, what="labels", batch_max=500,
+                              within_s=settings.sink_batch_wait_ms / 1000.0, state=state, on_fatal=on_fatal)
 
     return store
 

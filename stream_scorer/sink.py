@@ -36,10 +36,9 @@ import orjson
 from faust.types import StreamT
 
 from ja4_core.errors import SchemaError
-from ja4_core.logs import redact
 from ja4_core.settings import Settings
 from stream_scorer.parsing import RejectCategory
-from stream_scorer.sink_writer import ScoreWriter
+from stream_scorer.sink_writer import ScoreWriter, consume_batches
 
 log = logging.getLogger(__name__)
 
@@ -177,18 +176,8 @@ def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None]
 
     @app.agent(scores)
     async def sink_scores(stream: StreamT) -> None:
-        if state["failed"] is not None:  # restarted (a rebalance) after a failed write: read nothing
-            await asyncio.Event().wait()
-        within = settings.sink_batch_wait_ms / 1000.0
-        async for events in stream.noack_take(settings.sink_batch_max, within=within):  # type: ignore[attr-defined]
-            try:
-                await sink_batch(stream, events)
-            except Exception as exc:  # WriteFailed, an unconfirmed DLQ entry, a bug: never skip the batch
-                state["failed"] = redact(repr(exc))[:500]  # shown by /health and /ready
-                log.critical("sink: stopping; a batch of %d score records stays unacked and is re-delivered: %s",
-                             len(events), exc)
-                on_fatal(exc)
-                await asyncio.Event().wait()  # read nothing more; the stop cancels this
+        await consume_batches(stream, sink_batch, what="score records", batch_max=settings.sink_batch_max,
+                              within_s=settings.sink_batch_wait_ms / 1000.0, state=state, on_fatal=on_fatal)
 
     async def sink_shadow_batch(stream: StreamT, events: list) -> None:
         """Shadow score records -> ``ml_shadow_scores``, with the same at-least-once rule and
@@ -213,17 +202,9 @@ def build_sink_app(settings: Settings, on_fatal: Callable[[BaseException], None]
 
     @app.agent(shadow_scores)
     async def sink_shadow_scores(stream: StreamT) -> None:
-        if state["failed"] is not None:
-            await asyncio.Event().wait()
-        within = settings.sink_batch_wait_ms / 1000.0
-        async for events in stream.noack_take(settings.sink_batch_max, within=within):  # type: ignore[attr-defined]
-            try:
-                await sink_shadow_batch(stream, events)
-            except Exception as exc:  # the same rule as the champion's records: never skip a batch
-                state["failed"] = redact(repr(exc))[:500]
-                log.critical("sink: stopping; a batch of %d shadow score records stays unacked: %s", len(events), exc)
-                on_fatal(exc)
-                await asyncio.Event().wait()
+        await consume_batches(stream, sink_shadow_batch, what="shadow score records",
+                              batch_max=settings.sink_batch_max, within_s=settings.sink_batch_wait_ms / 1000.0,
+                              state=state, on_fatal=on_fatal)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

@@ -111,3 +111,24 @@ class ScoreWriter(Generic[T]):
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+async def consume_batches(stream: Any, handle: Callable[[Any, list], Any], *, what: str, batch_max: int,
+                          within_s: float, state: dict[str, Any], on_fatal: Callable[[BaseException], None]) -> None:
+    """The body of each sink agent (scores, shadow scores, labels): take batches without
+    acking, hand each to ``handle`` (which acks it once written), and on any failure stop
+    reading with the batch unacked, so it is re-delivered rather than skipped. After such a
+    failure (``state["failed"]``) a restarted agent reads nothing."""
+    from ja4_core.logs import redact
+
+    if state["failed"] is not None:  # restarted (a rebalance) after a failed write
+        await asyncio.Event().wait()
+    async for events in stream.noack_take(batch_max, within=within_s):
+        try:
+            await handle(stream, events)
+        except Exception as exc:  # WriteFailed, an unconfirmed DLQ entry, a bug: never skip the batch
+            state["failed"] = redact(repr(exc))[:500]  # shown by /health and /ready
+            log.critical("sink: stopping; a batch of %d %s stays unacked and is re-delivered: %s",
+                         len(events), what, exc)
+            on_fatal(exc)
+            await asyncio.Event().wait()  # read nothing more; the stop cancels this
