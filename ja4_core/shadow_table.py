@@ -11,6 +11,7 @@ a batch the sink wrote twice counts once. Every value is bound as a query parame
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
@@ -28,6 +29,8 @@ from ja4_core.clickhouse_io import (
 )
 from ja4_core.errors import SchemaError
 from ja4_core.features import KEY_FIELDS, window_start_seconds
+
+log = logging.getLogger(__name__)
 
 
 def _number(doc: Mapping[str, Any], key: str) -> float:
@@ -83,11 +86,22 @@ class ShadowPairs:
         return int(len(self.y) - self.y.sum())
 
 
+def _no_pairs() -> ShadowPairs:
+    empty = np.zeros(0)
+    return ShadowPairs(np.zeros(0, dtype=np.int32), empty, empty, np.zeros(0, dtype=bool))
+
+
 def shadow_pairs(ch: ClickHouseIO, *, model: str, challenger_version: str, champion_version: str,
                  since: datetime) -> ShadowPairs:
     """Records the challenger scored since ``since`` beside ``champion_version``, each with
     its newest analyst label (records without one are left out: score-derived levels would
-    favour the champion that made them)."""
+    favour the champion that made them). Without the shadow or the labels table (no sink
+    and no ``init-db`` yet) there is no evidence yet: empty pairs, and a warning naming it."""
+    missing = [t for t in (SHADOW_TABLE, LABELS_TABLE) if not ch.columns(t)]
+    if missing:
+        log.warning("challenger %s: no %s table in %s yet, so no evidence to judge it on (start the sink or run "
+                    "`stream-trainer init-db`)", challenger_version, " or ".join(missing), ch.database)
+        return _no_pairs()
     key = "window_start, src_ip, ja4, host"
     on = " AND ".join(f"l.{k} = s.{k}" for k in KEY_FIELDS)
     sql = ("SELECT if(l.label = 'bot', 1, 0) AS y, s.anomaly_score, s.champion_anomaly_score,"
@@ -104,7 +118,6 @@ def shadow_pairs(ch: ClickHouseIO, *, model: str, challenger_version: str, champ
                                               "since": since.astimezone(timezone.utc).replace(tzinfo=None)})
     cols = result.result_columns
     if not cols or not len(cols[0]):
-        empty = np.zeros(0)
-        return ShadowPairs(np.zeros(0, dtype=np.int32), empty, empty, np.zeros(0, dtype=bool))
+        return _no_pairs()
     return ShadowPairs(np.asarray(cols[0], dtype=np.int32), np.asarray(cols[1], dtype=np.float64),
                        np.asarray(cols[2], dtype=np.float64), np.asarray(cols[3], dtype=bool))

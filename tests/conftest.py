@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, session_broker_kind
 
 try:  # the same examples on every run: CI stays reproducible (a failure prints its example)
     from hypothesis import settings as _hyp_settings
@@ -27,23 +27,6 @@ try:  # the same examples on every run: CI stays reproducible (a failure prints 
     _hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ja4"))
 except ImportError:  # pragma: no cover
     pass
-
-
-BROKER_KINDS = ("kafka", "kafka3", "tansu")
-
-
-def session_broker_kind() -> str:
-    """``external``, or the broker that ``JA4_TEST_BROKER`` (or what is installed) picks."""
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        return "external"
-    kind = os.environ.get("JA4_TEST_BROKER", "").strip().lower()
-    if kind:
-        if kind not in BROKER_KINDS:
-            raise pytest.UsageError(f"JA4_TEST_BROKER: must be one of {', '.join(BROKER_KINDS)}, got {kind!r}")
-        return kind
-    from ja4_dev.apache_kafka import available
-
-    return "kafka" if available() else "tansu"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -19,6 +19,26 @@ from ja4_dev.processes import ProcessError, ProductProcess, get_json, python_mod
 from ja4_dev.tansu import free_port  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parent.parent
+#: The brokers a test session can run on (``JA4_TEST_BROKER``; see tests/conftest.py).
+BROKER_KINDS = ("kafka", "kafka3", "tansu")
+
+
+def session_broker_kind() -> str:
+    """``external``, or the broker that ``JA4_TEST_BROKER`` (or what is installed) picks."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return "external"
+    kind = os.environ.get("JA4_TEST_BROKER", "").strip().lower()
+    if kind:
+        if kind not in BROKER_KINDS:
+            import pytest
+
+            raise pytest.UsageError(f"JA4_TEST_BROKER: must be one of {', '.join(BROKER_KINDS)}, got {kind!r}")
+        return kind
+    from ja4_dev.apache_kafka import available
+
+    return "kafka" if available() else "tansu"
+
+
 FAST_GROUP_ENV = {"KAFKA_SESSION_TIMEOUT_S": "6", "KAFKA_HEARTBEAT_S": "1", "KAFKA_REBALANCE_TIMEOUT_S": "6"}
 
 

@@ -587,7 +587,7 @@ def test_kafka_engine_ddl_matches_ml_all_scores() -> None:
     from ja4_core.clickhouse_io import SCORE_COLUMNS
 
     sql = KAFKA_ENGINE_SQL.read_text(encoding="utf-8")
-    assert "tested by hand, not by ci" in sql.lower()
+    assert "tested in ci on the embedded clickhouse, not against a broker" in sql.lower()
     table = re.search(r"CREATE TABLE IF NOT EXISTS ja4\.ml_all_scores\s*\((.*?)\)\s*ENGINE = ([^;]*);", sql, re.S)
     columns = re.findall(r"`(\w+)`\s+([^\n]+?),?\n", table.group(1) + "\n")
     assert [(c, t.rstrip(",")) for c, t in columns] == list(SCORE_COLUMNS)
@@ -602,6 +602,22 @@ def test_kafka_engine_ddl_matches_ml_all_scores() -> None:
                      r"\s*SELECT(.*?)\nFROM", sql, re.S).group(1)
     aliases = [re.split(r"\bAS\b", line)[-1].strip(" ,") for line in view.strip().splitlines()]
     assert aliases == [c for c, _ in SCORE_COLUMNS], "the view must fill every column, in order"
+
+
+def test_kafka_engine_ddl_matches_ml_shadow_scores() -> None:
+    from ja4_core.clickhouse_io import SHADOW_COLUMNS
+
+    sql = KAFKA_ENGINE_SQL.read_text(encoding="utf-8")
+    table = re.search(r"CREATE TABLE IF NOT EXISTS ja4\.ml_shadow_scores\s*\((.*?)\)\s*ENGINE = ([^;]*);", sql, re.S)
+    columns = re.findall(r"`(\w+)`\s+([^\n]+?),?\n", table.group(1) + "\n")
+    assert [(c, t.rstrip(",")) for c, t in columns] == list(SHADOW_COLUMNS)
+    engine = " ".join(table.group(2).split())
+    order = "ReplacingMergeTree(scored_at) ORDER BY (model_name, model_version, window_start, src_ip, ja4, host)"
+    assert engine == order and order in (ROOT / "ja4_core" / "clickhouse_io.py").read_text(encoding="utf-8")
+    view = re.search(r"CREATE MATERIALIZED VIEW IF NOT EXISTS ja4\.ml_shadow_scores_kafka_mv TO ja4\.ml_shadow_scores AS"
+                     r"\s*SELECT(.*?)\nFROM", sql, re.S).group(1)
+    aliases = [re.split(r"\bAS\b", line)[-1].strip(" ,") for line in view.strip().splitlines()]
+    assert aliases == [c for c, _ in SHADOW_COLUMNS], "the view must fill every column, in order"
 
 
 # --- Dockerfile -----------------------------------------------------------------------------
