@@ -342,6 +342,9 @@ class Settings:
         "ROC AUC (or recall) gain a challenger needs over the champion to be promoted", processes={TRAINER})
     shadow_max_hours: float = _setting("SHADOW_MAX_HOURS", 72.0, _float_in(0.001, 100_000.0),
         "a challenger not promoted within this many hours of shadowing is retired", processes={TRAINER})
+    shadow_score_timeout_s: float = _setting("SHADOW_SCORE_TIMEOUT_S", 5.0, _float_in(0.01, 3600.0),
+        "longest a challenger may take to score one batch before the replica drops it (the batch waits at most "
+        "this long)", processes={WORKER})
     # Live drift (issue 19): every replica watches its own input, see stream_scorer.live_drift.
     live_drift_window_s: float = _setting(
         "LIVE_DRIFT_WINDOW_S", 300.0, _float_in(0.0, 86_400.0),

@@ -268,8 +268,8 @@ async def score_stage(inbox: Queue, outbox: Queue) -> None:
                 log.exception("scoring failed for a batch of %d messages", len(work.values))
                 work.error = f"scoring failed: {exc!r}"[:500]
             else:  # the challenger, once, after the champion; its failure only drops it
-                work.shadow = await score_beside(follower.shadow, _SCORING_POOL, work.parsed, work.values,
-                                                 work.model.bundle, settings.scorer_max_envelope_records)
+                work.shadow = await score_beside(follower.shadow, work.parsed, work.values, work.model.bundle,
+                                                 settings.scorer_max_envelope_records, settings.shadow_score_timeout_s)
         metrics.SCORING_SECONDS.observe(_stage("score", started) - started)
         await outbox.put(work)
     await outbox.put(None)

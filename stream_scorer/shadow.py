@@ -7,14 +7,17 @@ evaluators are checked, the manifest's rows are smoke-scored), in a thread, so t
 keeps scoring meanwhile. A bundle that fails any step is refused and reported (``/model``,
 ``ja4_shadow_dropped_total{reason}``) and the champion serves on, alone.
 
-Per batch the agent calls the challenger once (:func:`score_beside`, after the champion on
-the same scoring thread, on the champion's parsed matrix when both models use the same
-features, else on its own parse of the same messages) and turns its scores into records for
+Per batch the agent calls the challenger once (:func:`score_beside`, after the champion, on
+the champion's parsed matrix when both models use the same features, else on its own parse
+of the same messages) and turns its scores into records for
 ``TOPIC_SHADOW_SCORES`` (:func:`shadow_outputs`): same key as the champion's score record,
 a ``model-version`` header naming the challenger, and the champion's version, score and
 level beside the challenger's, so the trainer judges both on exactly the same records. The
 champion's score records are built from the champion's numbers alone and never wait for
-the shadow ones: a challenger that raises while scoring is dropped (``scoring``), and the
+the shadow ones: a challenger that raises while scoring is dropped (``scoring``), one that
+takes longer than ``SHADOW_SCORE_TIMEOUT_S`` on a batch is dropped (``timeout``; it runs on a
+thread of its own, so even one that never returns holds up one batch by that long and never
+the champion's scoring thread), and the
 shadow records are sent without retries by :class:`ShadowSender` (a bounded number of
 batches in flight; a batch beyond it is not sent, and counted).
 A ``retire`` message, or any ``activate`` later than the ``shadow`` (a promotion included),
@@ -24,8 +27,8 @@ ends the shadowing.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -192,17 +195,54 @@ def score_challenger(parsed: ParsedBatch, values: list[bytes | None], champion: 
     return ShadowScored(challenger, parsed, score_matrix(parsed, challenger.bundle, reasons_from=None))
 
 
-async def score_beside(holder: ShadowHolder, pool: concurrent.futures.Executor, parsed: ParsedBatch,
-                       values: list[bytes | None], champion: LoadedBundle,
-                       max_envelope_records: int) -> ShadowScored | None:
+def _in_own_thread(fn: Any, *args: Any) -> asyncio.Future[Any]:
+    """``fn(*args)`` on a new daemon thread, its outcome as a future of the running loop.
+
+    Why not the scoring thread (or any pool): a call that never returns would hold that
+    thread, and with it every later batch of the champion; and a pool's threads are joined
+    when the process exits, so a hung call would also keep a stopping worker from exiting.
+    A daemon thread per batch costs ~0.1 ms against a batch's tens of milliseconds."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if not future.done():  # the deadline may have passed: then nobody waits any more
+            if exc is None:
+                future.set_result(result)
+            else:
+                future.set_exception(exc)
+
+    def run() -> None:
+        try:
+            result, exc = fn(*args), None
+        except BaseException as err:  # noqa: BLE001 - handed to the awaiting task
+            result, exc = None, err
+        try:
+            loop.call_soon_threadsafe(settle, result, exc)
+        except RuntimeError:  # the loop closed meanwhile: the worker is gone
+            pass
+
+    threading.Thread(target=run, name="shadow-score", daemon=True).start()
+    return future
+
+
+async def score_beside(holder: ShadowHolder, parsed: ParsedBatch, values: list[bytes | None],
+                       champion: LoadedBundle, max_envelope_records: int,
+                       timeout_s: float) -> ShadowScored | None:
     """The challenger's scores of a batch the champion scored, or None (no challenger, or it
-    raised: then it is dropped and reported, and the champion's batch goes on unchanged)."""
+    raised or took longer than ``timeout_s``: then it is dropped and reported, and the
+    champion's batch goes on unchanged)."""
     challenger = holder.active  # one reference for the whole batch, as for the champion
     if challenger is None or len(parsed) == 0:
         return None
     try:
-        return await asyncio.get_running_loop().run_in_executor(
-            pool, score_challenger, parsed, values, champion, challenger, max_envelope_records)
+        return await asyncio.wait_for(
+            _in_own_thread(score_challenger, parsed, values, champion, challenger, max_envelope_records), timeout_s)
+    except asyncio.TimeoutError:
+        log.error("shadow: challenger %s took longer than %.1f s (SHADOW_SCORE_TIMEOUT_S) on a batch of %d records",
+                  challenger.version, timeout_s, len(parsed))
+        holder.drop(challenger.version, "timeout", f"no scores within {timeout_s:g} s for {len(parsed)} records")
+        return None
     except Exception as exc:  # noqa: BLE001 - a challenger bug must never reach the champion's scores
         log.exception("shadow: challenger %s raised while scoring a batch of %d records", challenger.version,
                       len(parsed))
