@@ -28,6 +28,7 @@ from typing import Any
 from ja4_core.bundle import LoadedBundle, ModelStore, load_bundle, smoke_check
 from ja4_core.control import ControlMessage, order_key, supersedes
 from ja4_core.errors import BundleError, ControlError
+from stream_scorer.heap import trim_heap
 from stream_scorer.metrics import MODEL_INFO, RELOADS
 
 log = logging.getLogger(__name__)
@@ -67,20 +68,10 @@ class ActiveModel:
 TRIM_AFTER_S = 5.0
 
 
-def trim_heap() -> None:
-    """Return freed C-heap memory to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    A bundle is loaded in a worker thread, so its arrays live in that thread's malloc arena;
-    glibc keeps an arena's freed pages by default, and a replica's RSS grew by about 280 MB over
-    50 reloads of a 37 MB bundle in the benchmark without this."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+# A bundle is loaded in a worker thread, so its arrays live in that thread's malloc arena;
+# glibc keeps an arena's freed pages by default, and a replica's RSS grew by about 280 MB over
+# 50 reloads of a 37 MB bundle in the benchmark without a trim after the swap
+# (``trim_heap``: :func:`stream_scorer.heap.trim_heap`, re-exported here for bench/).
 
 
 def load_verified(path: Path, manifest_sha256: str | None, nthreads: int,

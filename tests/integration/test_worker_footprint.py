@@ -14,8 +14,9 @@ from tests.helpers import Worker, produce, quick_bundle, topic_env
 
 
 #: Packages a scoring worker needs none of (torch and isotree: the compact files serve; scikit-learn
-#: and pandas: xgboost's optional extras), by their directory in site-packages.
-HEAVY = ("/torch/", "/isotree/", "/sklearn/", "/pandas/")
+#: and pandas: xgboost's optional extras; scipy.stats: the drift test's p-value is computed without
+#: it, ~40 MB), by their directory in site-packages.
+HEAVY = ("/torch/", "/isotree/", "/sklearn/", "/pandas/", "/scipy/stats/")
 
 
 def _loaded_libraries(pid: int) -> set[str]:
