@@ -518,6 +518,7 @@ class Demo:
             "levels": dict(reader.levels),
             "before": evaluate(traffic.truth, reader.scores, first, self._thresholds(first)),
             "after": evaluate(traffic.truth, reader.scores, retrained, self._thresholds(retrained)) if retrained else None,
+            "level_tail": {v: self._level_tail(v) for v in (first, retrained) if v},
             "reports": [str(p) for p in sorted((self.models / self.settings.model_name / "reports").glob("*/report.html"))][-2:],
             "logs": str(self.logs), "console": console_url,
             "drift_act": drift_act.summary if drift_act is not None else None,
@@ -567,6 +568,17 @@ class Demo:
         except (BundleError, OSError, ValueError):
             return None
         return {k: float(v) for k, v in (manifest.get("thresholds") or {}).items()}
+
+    def _level_tail(self, version: str) -> dict[str, Any]:
+        """What each of a version's levels rests on (the manifest's ``combination.level_tail``)."""
+        from ja4_core.bundle import ModelStore, read_manifest
+        from ja4_core.errors import BundleError
+
+        try:
+            manifest, _ = read_manifest(ModelStore(self.models).bundle_dir(self.settings.model_name, version))
+        except (BundleError, OSError, ValueError):
+            return {}
+        return dict((manifest.get("combination") or {}).get("level_tail") or {})
 
     def _versions(self, replicas: list[Child]) -> dict[str, str]:
         out = {}
@@ -690,6 +702,11 @@ class Demo:
             if rates:
                 p("      live humans scored at or above each level (design rate): "
                   + ", ".join(f"{lv} {r['live'] * 100:.2f} % ({r['design'] * 100:g} %)" for lv, r in rates.items()))
+            weak = [f"{lv} ({t['calibration_humans']})" for lv, t in (s.get("level_tail") or {}).get(version, {}).items()
+                    if "calibration_humans" in t and not t.get("enough_humans", True)]
+            if weak:  # the live rate of such a level is uncertain (trainer.fit.tail_evidence)
+                p("      labelled humans calibrating the tail (fewer than 10: that level's live rate is uncertain): "
+                  + ", ".join(weak))
             if ev.get("campaign_high_or_above") is not None:
                 p(f"      campaign at HIGH or above: {ev['campaign_high_or_above'] * 100:.1f} %")
             for kind, k in ev["by_kind"].items():

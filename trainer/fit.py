@@ -142,6 +142,13 @@ def split_time_ordered(X: np.ndarray, train_share: float) -> tuple[np.ndarray, n
 #: Human false-alert rates at which the report gives the recall of held-out labelled bots.
 ALERT_RATES: tuple[float, ...] = (0.01, 0.05)
 
+#: A level's tail resting on fewer humans than this (labelled humans calibrating it, or human
+#: weight without a calibration) is flagged ``enough_humans: false`` (:func:`assemble`): on 9
+#: simulated histories of the demo's size CRITICAL's tail held 0-3 labelled humans with 5 %
+#: labels and fresh humans reached it at 0.08-0.39 % (design 0.1); with 20 % labels 8-13, and
+#: 0.05-0.19 %.
+MIN_TAIL_HUMANS = 10
+
 #: Fewer labelled humans than this: the levels are set on the whole validation split instead
 #: (when there is no supervised member to tell its bots apart).
 MIN_REFERENCE_HUMANS = 200
@@ -260,6 +267,30 @@ def level_thresholds(combined_val: np.ndarray, weights: np.ndarray | None = None
         cuts[k] = max(cuts[k], prev)
         prev = cuts[k]
     return cuts
+
+
+def tail_evidence(scores: np.ndarray, thresholds: Mapping[str, float],
+                  weights: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """What each level's threshold rests on: the reference rows at or above it, the human
+    weight they carry (their summed probabilities of being human; the row count when
+    unweighted) and its mean per row. A 99.9 % quantile of n humans rests on n/1000 of them
+    (its live rate is uncertain by about ``1/sqrt(human_weight)``, relative); a small mean
+    says the weight is spread thinly over rows the supervised member calls bots, so the
+    level rests on the calibration of those small probabilities rather than on humans seen
+    (on the demo's first model: 712 validation rows above CRITICAL, human weight 9.0, of
+    which 7.1 on bots and 1.9 on the 28 true humans there).
+
+    >>> tail_evidence(np.arange(10.0), {"HIGH": 8.0}, np.r_[np.ones(8), 0.5, 0.5])["HIGH"]
+    {'rows': 2, 'human_weight': 1.0, 'mean_p_human': 0.5}
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=np.float64)
+    out: dict[str, dict[str, float]] = {}
+    for level, cut in thresholds.items():
+        above = s >= cut
+        n, total = int(above.sum()), float(w[above].sum())
+        out[level] = {"rows": n, "human_weight": round(total, 3), "mean_p_human": round(total / n, 4) if n else 0.0}
+    return out
 
 
 @dataclass(frozen=True)
@@ -401,6 +432,19 @@ def assemble(members: Members, features: tuple[str, ...], medians: np.ndarray, w
         ensemble.combination["alert_cuts"] = {f"{int(r * 100)}pct": weighted_quantile(ref, 1.0 - r, weights_h)
                                               for r in ALERT_RATES}
         ensemble.combination["levels_set_on"] = described
+        tail = tail_evidence(ref, ensemble.thresholds, weights_h)
+        if calibration is not None and weights_h is not None and "xgb" in reference:
+            # how many labelled humans the calibration of each tail rests on: those whose
+            # out-of-sample probability reaches the lowest of the rows at or above the cut
+            # (none: the isotonic calibration gives every such row P(human) near 0, humans included)
+            cal_p, cal_y = (np.asarray(a, dtype=np.float64) for a in calibration)
+            for k, cut in ensemble.thresholds.items():
+                above = ref >= cut
+                low = float(np.min(np.asarray(reference["xgb"])[above])) if above.any() else np.inf
+                tail[k]["calibration_humans"] = int(np.sum((cal_y == 0) & (cal_p >= low)))
+        for t in tail.values():
+            t["enough_humans"] = bool(t.get("calibration_humans", t["human_weight"]) >= MIN_TAIL_HUMANS)
+        ensemble.combination["level_tail"] = tail
     val_scores = {"eif": batch.eif, "anomaly": batch.anomaly}
     if batch.ae is not None:
         val_scores["ae"] = batch.ae

@@ -65,6 +65,14 @@ def write_run_metrics(result: Any, path: Path) -> None:
             rate.labels(level=level, kind="validation_all").set(float(r["validation_all"]))
         if r.get("labelled_humans") is not None:  # the analysts' humans
             rate.labels(level=level, kind="labelled_humans").set(float(r["labelled_humans"]))
+    tail = Gauge("ja4_trainer_level_tail",
+                 ("What each threat level rests on: rows at or above it, their human weight (summed P(human)) "
+                  "and the labelled humans calibrating that tail (few: its live rate is uncertain)"),
+                 ["level", "kind"], registry=reg)
+    for level, t in (combination.get("level_tail") or {}).items():
+        for kind in ("rows", "human_weight", "calibration_humans"):
+            if t.get(kind) is not None:
+                tail.labels(level=level, kind=kind).set(float(t[kind]))
     write_recall(reg, (result.metrics or {}).get("operating_point") or {})
     Gauge("ja4_trainer_publish_ok", "1 when the last run's announcement was confirmed (or none was due)",
           registry=reg).set(0.0 if result.publish_error else 1.0)

@@ -225,13 +225,20 @@ def write_report(directory: Path, *, metrics: Mapping[str, Any], neg: Mapping[st
         parts.append(f"<p>No held-out labelled bots: {html.escape(str(clean.get('evaluation_note', '')))}</p>")
     levels = (clean.get("combination") or {}).get("levels") or {}
     if levels:  # the operating point (issue 16): human false-alert rate per level against its design
+        tail = (clean.get("combination") or {}).get("level_tail") or {}
         rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v.get('design'))}</td><td>{_fmt(v.get('validation'))}</td>"
-                       f"<td>{_fmt(v.get('labelled_humans'))}</td><td>{_fmt(v.get('validation_all'))}</td></tr>"
+                       f"<td>{_fmt(v.get('labelled_humans'))}</td><td>{_fmt(v.get('validation_all'))}</td>"
+                       f"<td>{_fmt(tail.get(k, {}).get('rows'))}</td><td>{_fmt(tail.get(k, {}).get('human_weight'))}</td>"
+                       f"<td>{_fmt(tail.get(k, {}).get('calibration_humans'))}</td></tr>"
                        for k, v in levels.items())
         parts.append("<h3>Threat levels</h3><p>Share of humans at or above each level; set on "
-                     f"{html.escape(str(clean['combination'].get('levels_set_on', 'the validation split')))}.</p>"
+                     f"{html.escape(str(clean['combination'].get('levels_set_on', 'the validation split')))}. "
+                     "What each rests on: the rows at or above it, their human weight (summed probabilities of "
+                     "being human) and the labelled humans that calibrate that tail (few or none: its live rate "
+                     "may be several times the design; label more humans).</p>"
                      "<table><tr><th></th><th>design</th><th>humans of the validation split (levels' rows)</th>"
-                     "<th>analyst-labelled humans</th><th>whole validation split (bots included)</th></tr>"
+                     "<th>analyst-labelled humans</th><th>whole validation split (bots included)</th>"
+                     "<th>rows at or above</th><th>human weight there</th><th>labelled humans calibrating it</th></tr>"
                      f"{rows}</table>")
     op = clean.get("operating_point") or {}
     if op.get("recall"):
