@@ -36,7 +36,8 @@ def ratios(res: dict) -> dict[str, Any]:
     env = _tp(res, 1, 1000)
     if faust and one:
         r = _rate(one) / faust
-        out["1rec_per_msg_vs_faust"] = {"value": r, "target": ">= 0.9", "met": r >= 0.9}
+        # Issue 20's target: the bulk hand-off (stream_scorer/bulk_consumer.py) skips Faust's per-message path.
+        out["1rec_per_msg_vs_faust"] = {"value": r, "target": ">= 2.0", "met": r >= 2.0}
     if model and env:
         r = _rate(env) / model
         out["env1000_vs_model"] = {"value": r, "target": ">= 0.8", "met": r >= 0.8}

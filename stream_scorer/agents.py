@@ -1,15 +1,17 @@
 """The scoring agent: reads the features topic, batches, scores, produces; only moves data.
 
-The agent reads the stream without acking (``stream.noack()``) into a bounded
-:class:`~.batcher.Batcher`; three stage tasks take batches from it. Per batch: read the active
+The agent takes its input from the worker's consumer a fetch at a time: the consumer puts each
+partition's fetched messages, in offset order, into the agent's bounded
+:class:`~.batcher.Batcher` (:mod:`.bulk_consumer` says why: Faust's per-message path cost more
+than the models); three stage tasks take batches from it. Per batch: read the active
 model once, parse (:func:`~.parsing.parse_batch`, Python thread), run the models
 (:func:`~.scoring.score_matrix`, pure, scoring thread), turn the scores into records
 (:func:`~.scoring.serialise`, Python thread), send the score records and DLQ entries, wait
-until the broker confirmed every one of them, and only then ack the input events so their
-offsets can be committed. A crash or SIGTERM in between leaves the batch unacked: it is
-re-delivered (at-least-once), never skipped. Everything overlaps: Faust's per-message work
-goes on while batches move through the stages, and ``ja4_stage_seconds`` says where a batch's
-time goes.
+until the broker confirmed every one of them, and only then ack the input messages through
+Faust's consumer so their offsets can be committed. A crash or SIGTERM in between leaves the
+batch unacked: it is re-delivered (at-least-once), never skipped. Everything overlaps: the
+consumer fetches and hands over while batches move through the stages, and
+``ja4_stage_seconds`` says where a batch's time goes.
 
 A batch whose outputs the broker did not all confirm is sent again, only its unconfirmed
 records, up to ``OUTPUT_DELIVERY_ATTEMPTS`` times (``/ready`` answers 503 meanwhile). If it
@@ -34,16 +36,19 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from typing import cast
 
 import faust
 import mode
 from faust.exceptions import AlreadyConfiguredWarning
-from faust.types import EventT, StreamT, TopicT
+from faust.types import Message, StreamT, TopicT
 
 from ja4_core.settings import Settings
 from stream_scorer import metrics
 from stream_scorer.batcher import Batcher
 from stream_scorer.batcher import Closed as BatcherClosed
+from stream_scorer.bulk_consumer import BulkConsumer
+from stream_scorer.bulk_inbox import BulkApp, BulkInbox
 from stream_scorer.control_follower import ControlFollower
 from stream_scorer.drift_watch import DriftWatch
 from stream_scorer.model_holder import ActiveModel, ModelHolder
@@ -104,8 +109,7 @@ async def wait_for_model() -> None:
             pass
 
 
-def _dlq_headers(event: EventT, rej: Reject) -> list[tuple[str, bytes]]:
-    msg = event.message
+def _dlq_headers(msg: Message, rej: Reject) -> list[tuple[str, bytes]]:
     record_index = rej.record_index
     headers = [("error", rej.reason.encode()), ("error-category", rej.category.encode()),
                ("source-topic", msg.topic.encode()),
@@ -195,8 +199,8 @@ _PYTHON_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reco
 class ParsedWork:
     """One batch on its way through the stages, with the model it was parsed for."""
 
-    events: list[EventT]
-    values: list[bytes | None]      #: the events' message values, in order
+    messages: list[Message]         #: the batch's input messages, each partition's in offset order
+    values: list[bytes | None]      #: their values, in order
     model: ActiveModel
     parsed: ParsedBatch | None      #: None when parsing itself failed (see ``error``)
     error: str | None = None
@@ -228,29 +232,29 @@ def parse_and_watch(values: list[bytes | None], model: ActiveModel) -> ParsedBat
 Queue = asyncio.Queue  # of ParsedWork, then None once the batcher is closed and drained
 
 
-async def parse_stage(batcher: Batcher[EventT], queue: Queue) -> None:
+async def parse_stage(batcher: Batcher[Message], queue: Queue) -> None:
     """Take batches from the batcher and parse them (Python thread) for the active model."""
     loop = asyncio.get_running_loop()
     while True:
         try:
-            events = await batcher.get()
+            messages = await batcher.get()
         except BatcherClosed:
             await queue.put(None)
             return
         oldest = batcher.last_oldest or time.monotonic()
         closed = _stage("batch", oldest)
-        produced = events[0].message.timestamp  # the producer's clock: skew shows up here only
+        produced = messages[0].timestamp  # the producer's clock: skew shows up here only
         if produced:
             metrics.STAGE["read"].observe(max(0.0, time.time() - (closed - oldest) - produced))
         model = holder.active  # one reference for the whole batch: never a half-swapped model
         assert model is not None
-        values = [e.message.value for e in events]
+        values = [m.value for m in messages]
         try:
             parsed = await loop.run_in_executor(_PYTHON_POOL, parse_and_watch, values, model)
-            work = ParsedWork(events, values, model, parsed)
+            work = ParsedWork(messages, values, model, parsed)
         except Exception as exc:  # a parser bug must not stall the partition or lose the batch
             log.exception("parsing failed for a batch of %d messages", len(values))
-            work = ParsedWork(events, values, model, None, f"parsing failed: {exc!r}"[:500])
+            work = ParsedWork(messages, values, model, None, f"parsing failed: {exc!r}"[:500])
         work.parsed_at = _stage("parse", closed)
         await queue.put(work)
 
@@ -277,7 +281,7 @@ async def score_stage(inbox: Queue, outbox: Queue) -> None:
 
 def build_outputs(work: ParsedWork) -> tuple[BatchOutput, list[Output]]:
     """Score records as bytes, DLQ entries, and the records to produce (Python thread)."""
-    events, values = work.events, work.values
+    messages, values = work.messages, work.values
     out: BatchOutput | None = None
     if work.scored is not None and work.parsed is not None:
         try:
@@ -287,18 +291,18 @@ def build_outputs(work: ParsedWork) -> tuple[BatchOutput, list[Output]]:
             work.error = f"scoring failed: {exc!r}"[:500]
     if out is None:
         out = _fail_batch(values, work.error or "scoring failed")
-    keys = [e.message.key for e in events]
+    keys = [m.key for m in messages]
     fit_outputs(out, keys, values, app.conf.producer_max_request_size)
     scores_name, dlq_name = scores_topic.get_topic_name(), dlq_topic.get_topic_name()
     version_header = [("model-version", work.model.version.encode())]
     outputs = [Output(scores_name, keys[idx], value, version_header) for idx, value in out.scores]
     for rej in out.rejects:
         outputs.append(Output(dlq_name, _fit_key(keys[rej.message_index]), rej.value,
-                              _dlq_headers(events[rej.message_index], rej)))
+                              _dlq_headers(messages[rej.message_index], rej)))
     return out, outputs
 
 
-async def emit_stage(stream: StreamT, inbox: Queue) -> None:
+async def emit_stage(inbox: Queue) -> None:
     """Build each batch's output records, then send them once the batch before is confirmed
     (acks stay in order), while the next batch is scored."""
     loop = asyncio.get_running_loop()
@@ -313,7 +317,7 @@ async def emit_stage(stream: StreamT, inbox: Queue) -> None:
             if inflight is not None:
                 await inflight
             _stage("held", built)
-            inflight = asyncio.ensure_future(deliver_and_ack(stream, work.events, out, outputs))
+            inflight = asyncio.ensure_future(deliver_and_ack(work.messages, out, outputs))
     finally:
         if inflight is not None:
             await inflight
@@ -328,7 +332,7 @@ SHADOW_SENDER = ShadowSender()
 async def _send_shadow(loop: asyncio.AbstractEventLoop, work: ParsedWork) -> None:
     """Build the challenger's records of a batch (Python thread) and send them once."""
     assert work.shadow is not None and work.parsed is not None and work.scored is not None
-    keys = [e.message.key for e in work.events]
+    keys = [m.key for m in work.messages]
     try:
         outputs = await loop.run_in_executor(_PYTHON_POOL, shadow_outputs, work.parsed, work.scored,
                                              work.model.version, work.shadow, keys, settings.topic_shadow_scores)
@@ -366,16 +370,16 @@ async def deliver(outputs: list[Output]) -> None:
         DELIVERY.retrying = False
 
 
-async def deliver_and_ack(stream: StreamT, events: list[EventT], out: BatchOutput, outputs: list[Output]) -> None:
-    """Produce a batch's records; once the broker confirmed all of them, ack its inputs."""
+async def deliver_and_ack(messages: list[Message], out: BatchOutput, outputs: list[Output]) -> None:
+    """Produce a batch's records; once the broker confirmed all of them, ack its inputs
+    (through Faust's consumer, which then commits their offsets)."""
     sent = time.monotonic()
     await deliver(outputs)
     if DELIVERY.failed is not None:  # the worker is stopping on lost work: ack nothing more
         return
-    for event in events:
-        await stream.ack(event)
+    cast(BulkConsumer, app.consumer).ack_all(messages)
     _stage("confirm", sent)
-    metrics.MESSAGES_IN.inc(len(events))
+    metrics.MESSAGES_IN.inc(len(messages))
     metrics.RECORDS_IN.inc(out.records_in)
     metrics.BATCH_SIZE.observe(len(out.scores))
     for rej in out.rejects:
@@ -385,13 +389,13 @@ async def deliver_and_ack(stream: StreamT, events: list[EventT], out: BatchOutpu
     for feat, count in out.imputed_counts.items():
         metrics.IMPUTED.labels(feature=feat).inc(count)
     now = time.time()
-    for ev in (events[0], events[-1]):
-        ts = ev.message.timestamp
+    for msg in (messages[0], messages[-1]):
+        ts = msg.timestamp
         if ts:
             metrics.E2E_LAG.observe(max(0.0, now - ts))
 
 
-async def run_batches(stream: StreamT, batcher: Batcher[EventT]) -> None:
+async def run_batches(batcher: Batcher[Message]) -> None:
     """Three stages that overlap, joined by queues of one batch: batch N+1 is parsed (Python
     thread) while batch N is scored (scoring thread) while batch N-1 is turned into records
     (Python thread) and sent, and batch N-2 confirmed by the broker. Acks stay in order. If a
@@ -399,7 +403,7 @@ async def run_batches(stream: StreamT, batcher: Batcher[EventT]) -> None:
     parsed: Queue = asyncio.Queue(maxsize=1)
     scored: Queue = asyncio.Queue(maxsize=1)
     stages = [asyncio.ensure_future(parse_stage(batcher, parsed)), asyncio.ensure_future(score_stage(parsed, scored)),
-              asyncio.ensure_future(emit_stage(stream, scored))]
+              asyncio.ensure_future(emit_stage(scored))]
     try:
         done, _ = await asyncio.wait(stages, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
@@ -483,39 +487,48 @@ async def _idle() -> None:
 
 
 async def score_features(stream: StreamT) -> None:
+    """The features topic's agent. Its input does not come through ``stream``: the worker's
+    consumer puts each fetched partition batch into this agent's batcher through the app's
+    :class:`~.bulk_inbox.BulkInbox` (:mod:`.bulk_consumer` says why and what stays Faust's);
+    the stream's channel only has the conductor subscribe the topic, as iterating it would."""
     if DELIVERY.failed is not None:  # restarted after the worker failed: consume nothing
         await _idle()
+    # Subscribed at once, so the topic is in the conductor's first subscription (a topic added
+    # later waits for Faust's resubscription, which a change during a rebalance never gets);
+    # until the model is active the inbox stays closed and the consumer hands nothing over.
+    app.topics.add(cast(TopicT, stream.channel))
     await wait_for_model()
-    events_stream = stream.noack()  # type: ignore[attr-defined]  # faust Stream, not in StreamT
-    batcher: Batcher[EventT] = Batcher(settings.scorer_batch_max, settings.scorer_batch_wait_ms / 1000.0,
-                                       max_batch_bytes=settings.scorer_batch_max_bytes)
-    runner = asyncio.ensure_future(run_batches(events_stream, batcher))
+    batcher: Batcher[Message] = Batcher(settings.scorer_batch_max, settings.scorer_batch_wait_ms / 1000.0,
+                                        max_batch_bytes=settings.scorer_batch_max_bytes)
+    inbox = features_inbox()
+    runner = asyncio.ensure_future(run_batches(batcher))
 
     def _on_runner_done(task: asyncio.Future[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             fail_worker(task.exception())  # type: ignore[arg-type]
-            batcher.close()  # a ``put`` waiting for room returns (Closed)
+            inbox.close(batcher)  # the consumer hands nothing more to this agent
+            batcher.close()
 
     runner.add_done_callback(_on_runner_done)
+    inbox.open(batcher)
     try:
-        async for event in events_stream.events():
-            if runner.done():
-                break
-            value = event.message.value
-            try:
-                await batcher.put(event, len(value) if value else 0)
-            except BatcherClosed:
-                break
+        await asyncio.wait([runner])  # it ends only once the batcher is closed, or on a failure
         if DELIVERY.failed is not None:  # not a word of it to Faust's supervisor: it would restart us
             await _idle()
     finally:
-        # Stream ended, SIGTERM or a rebalance stopping the agent: finish what was read,
-        # so the final commit includes it, then stop. (A failed loop was handled above.)
+        # SIGTERM or the agent stopping: take nothing more, finish what was handed over, so
+        # the final commit includes it, then stop. (A failed loop was handled above.)
+        inbox.close(batcher)
         batcher.close()
         done, _ = await asyncio.wait([runner], timeout=DRAIN_TIMEOUT_S)
         if not done:
             log.warning("stopping with %d read messages not scored: they stay unacked and are read again", len(batcher))
             runner.cancel()
+
+
+def features_inbox() -> BulkInbox:
+    """The app's hand-off point of the features topic (see :class:`~.app.ScorerApp`)."""
+    return cast(BulkApp, app).bulk_inboxes[features_topic.get_topic_name()]
 
 
 async def follow_control() -> None:

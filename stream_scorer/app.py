@@ -20,19 +20,33 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.types import TransportT
 
 from ja4_core.bundle import ModelStore
 from ja4_core.settings import Settings, get_settings
-from stream_scorer import agents, drift_watch, views
+from stream_scorer import agents, drift_watch, heap, views
+from stream_scorer.bulk_consumer import BulkTransport
+from stream_scorer.bulk_inbox import BulkInbox
 from stream_scorer.control_follower import ControlFollower
 from stream_scorer.faust_app_args import app_settings, prepare_process
 from stream_scorer.model_holder import ModelHolder
 from stream_scorer.worker_parts import WorkerParts
 
 
+class ScorerApp(faust.App):
+    """Faust's App whose consumer hands the features topic to the agent a fetch at a time
+    (:mod:`.bulk_consumer`: why, and what stays Faust's); every other part is Faust's own."""
+
+    #: Topic name -> the agent's hand-off point; a topic not here takes Faust's per-message path.
+    bulk_inboxes: dict[str, BulkInbox]
+
+    def _new_transport(self) -> TransportT:
+        return BulkTransport(self.conf.broker_consumer, self)
+
+
 def create_app(settings: Settings) -> faust.App:
     """The scorer's Faust app for ``settings``, with its topics, agents and web views."""
-    app = faust.App(
+    app = ScorerApp(
         settings.scorer_app_id,
         **app_settings(settings, settings.scorer_app_id, web_port=settings.scorer_web_port,
                        batch_max=settings.scorer_batch_max),
@@ -44,6 +58,7 @@ def create_app(settings: Settings) -> faust.App:
     features_topic = app.topic(settings.topic_features, key_type=bytes, value_type=bytes,
                                key_serializer="raw", value_serializer="raw",
                                partitions=settings.topic_partitions)
+    app.bulk_inboxes = {settings.topic_features: BulkInbox(settings.topic_features)}
     scores_topic = app.topic(settings.topic_scores, key_serializer="raw", value_serializer="raw",
                              partitions=settings.topic_partitions)
     dlq_topic = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw",
@@ -81,6 +96,7 @@ def start_process(settings: Settings) -> None:
     _limit_torch_threads(settings.scorer_threads)
     _shorten_gil_switch_interval()
     _return_freed_memory()
+    heap.keep_rss_low()  # then a lower mmap threshold and the heap trimmer (stream_scorer/heap.py)
     from ja4_core.detectors.xgb import import_for_scoring
 
     import_for_scoring()  # before the first bundle load: xgboost without scikit-learn and pandas

@@ -12,6 +12,11 @@ bytes are queued, or when its oldest item has waited ``max_wait_s`` (so an item 
 byte bound keeps batches of large envelopes (1,000 records a message) as small in memory and
 time as batches of single records. ``put`` blocks once twice that much is queued:
 back-pressure to the stream, so memory stays bounded and Kafka keeps what we have not read.
+
+The bulk path (:mod:`.bulk_consumer`) hands over a whole fetched partition batch at once:
+:meth:`Batcher.wait_room` waits for room under the same bounds, then
+:meth:`Batcher.put_many_nowait` queues the batch whole (at most one fetch beyond the bound),
+so a batch is either queued entire or not at all.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Generic, TypeVar
+from itertools import repeat
+from typing import Generic, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -71,6 +77,26 @@ class Batcher(Generic[T]):
         self._items.append((time.monotonic(), nbytes, item))
         self._bytes += nbytes
         # wake ``get`` only when it can act, not per item
+        if len(self._items) >= self._want or self._bytes >= self.max_batch_bytes:
+            self._changed.set()
+
+    def has_room(self) -> bool:
+        """Open and below its bounds: :meth:`put_many_nowait` would not overfill it."""
+        return not self._closed and not self._full()
+
+    async def wait_room(self) -> None:
+        """Return once there is room or the batcher is closed (see :meth:`has_room`)."""
+        while self._full() and not self._closed:
+            self._space.clear()
+            await self._space.wait()
+
+    def put_many_nowait(self, items: Sequence[T], sizes: Sequence[int]) -> None:
+        """Queue ``items`` (``sizes`` their bytes) at once, in order, without waiting: the
+        caller waited for room (:meth:`wait_room`), so the bounds are exceeded by at most these."""
+        if self._closed:
+            raise Closed("batcher is closed")
+        self._items.extend(zip(repeat(time.monotonic()), sizes, items))
+        self._bytes += sum(sizes)
         if len(self._items) >= self._want or self._bytes >= self.max_batch_bytes:
             self._changed.set()
 

@@ -80,3 +80,7 @@ DRIFT_SUSTAINED = Gauge("ja4_drift_sustained_seconds", "How long the drifted sha
 RETRAIN_REQUESTS = Counter("ja4_retrain_requests_total",
                            "Retrain requests: published by this replica, seen on the control topic, refused, failed",
                            ["outcome"], registry=REGISTRY)
+
+#: The features topic reaches the agent a fetched partition batch at a time (:mod:`.bulk_consumer`).
+FETCH_MESSAGES = Histogram("ja4_fetch_messages", "Messages handed to the scoring agent at once (one partition of one fetch)",
+                           registry=REGISTRY, buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000))
