@@ -1,6 +1,6 @@
 """Hot reloads under a steady stream, measured without the measurement making the gaps.
 
-The first form of this measurement (``scorer_bench.reloads``) polled ``/model`` of every
+The first form of this measurement (``scorer_bench.reloads``, removed) polled ``/model`` of every
 replica every 20 ms during a reload and compared the longest gap between score arrivals then
 with the longest gap of one quiet window without polling. On Tansu that ratio was 2.9; but
 the polling alone, with no reload at all, made gaps of 0.33-0.52 s against 0.11-0.14 s without
@@ -78,7 +78,7 @@ def reloads(s: Session, records: list[dict], versions: list, n_reloads: int, str
             baseline_s: float) -> dict[str, Any]:
     """``n_reloads`` reloads under a steady open-loop stream, each after a quiet window of
     the same length and polling (versions cycle; each message has a new ``issued_at``).
-    Gaps are between consecutive score arrivals; keys as ``scorer_bench.reloads`` gives."""
+    Gaps are between consecutive score arrivals; keys as its first form gave, plus ``gap_windows``."""
     assert s.counter is not None
     n = int(stream_rate * (baseline_s + n_reloads * 2 * (WINDOW_S + 0.5) + 30))
     recs = (records * (n // len(records) + 1))[:n]

@@ -1,5 +1,6 @@
 """The scorer end to end: throughput (1 and 2 workers; 1 record/message, envelopes of 100 and
-1,000), latency under an open-loop producer, and hot reloads under a steady stream."""
+1,000), latency under an open-loop producer, and a worker's memory over reloads (the reloads
+under a steady stream are :mod:`bench.reload_bench`)."""
 
 from __future__ import annotations
 
@@ -264,60 +265,6 @@ def _max_gap(times: list[float], lo: float, hi: float) -> float | None:
 
 #: How long the reload run waits for the replicas to score everything that was sent.
 RELOAD_DRAIN_S = 180
-
-
-def reloads(s: Session, records: list[dict], versions: list, n_reloads: int, stream_rate: float,
-            baseline_s: float) -> dict[str, Any]:
-    """n reloads under a steady open-loop stream; versions cycle (each message has a new
-    issued_at, so every one is applied). Gaps are between consecutive score arrivals."""
-    assert s.counter is not None
-    n = int(stream_rate * (baseline_s + n_reloads * 3 + 30))
-    recs = (records * (n // len(records) + 1))[:n]
-    msgs = records_messages(recs, 1, key_prefix="rl-")
-    sent: dict[bytes, float] = {}
-    stop = threading.Event()
-    th = threading.Thread(target=_open_loop, args=(s.bootstrap, s.features, msgs, stream_rate, sent, stop), daemon=True)
-    arrivals_before = len(s.counter.arrivals)
-    th.start()
-    try:
-        time.sleep(2.0)
-        b0 = time.time()
-        time.sleep(baseline_s)
-        b1 = time.time()
-        times = []
-        r0 = time.time()
-        for i in range(n_reloads):
-            info = versions[(i + 1) % len(versions)]
-            el = _reload_once(s, info)
-            times.append(el)
-            time.sleep(0.3)
-        r1 = time.time()
-        time.sleep(1.0)
-    finally:
-        stop.set()
-        th.join(60)
-    # every record sent got a score? (a stream the replicas cannot keep up with leaves a
-    # backlog: wait for it to drain, up to RELOAD_DRAIN_S, so the count means "lost or not")
-    stream_end = time.monotonic()
-    deadline = stream_end + RELOAD_DRAIN_S
-    while time.monotonic() < deadline:
-        keys = {k for _, k, _ in s.counter.arrivals[arrivals_before:] if k and k.startswith(b"rl-")}
-        if len(keys) >= len(sent):
-            break
-        time.sleep(0.5)
-    drained_s = time.monotonic() - stream_end
-    arr = [t for t, k, _ in s.counter.arrivals[arrivals_before:] if k and k.startswith(b"rl-")]
-    ok = [t for t in times if t is not None]
-    res = {"replicas": len(s.workers), "reloads": n_reloads, "succeeded": len(ok), "stream_rate": stream_rate,
-           "to_all_replicas_median_s": percentile(ok, 50), "to_all_replicas_max_s": max(ok) if ok else None,
-           "to_all_replicas_all_s": times,
-           "max_gap_without_reloads_s": _max_gap(arr, b0, b1), "max_gap_during_reloads_s": _max_gap(arr, r0, r1),
-           "records_sent": len(sent), "records_scored_unique": len(keys),
-           "backlog_drained_after_stream_s": drained_s if len(keys) >= len(sent) else None}
-    log(f"  reloads: median {res['to_all_replicas_median_s']} max {res['to_all_replicas_max_s']} s; gap "
-        f"{res['max_gap_without_reloads_s']} -> {res['max_gap_during_reloads_s']} s; "
-        f"{res['records_scored_unique']}/{res['records_sent']} scored")
-    return res
 
 
 def reload_memory(s: Session, versions: list, n: int) -> dict[str, Any]:

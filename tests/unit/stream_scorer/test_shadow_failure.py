@@ -49,15 +49,22 @@ def champion_records(values: list[bytes | None], champion: LoadedBundle) -> list
     return serialise(parsed, score_matrix(parsed, champion), champion, NOW).scores
 
 
-def test_a_challenger_that_raises_is_dropped_and_the_champions_batches_are_unchanged_and_undelayed(
-        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def bundles_and_batches(tmp_path: Any) -> tuple[ModelStore, Any, LoadedBundle, list[list[bytes | None]],
+                                                 list[list[tuple[int, bytes]]]]:
+    """A champion (loaded), a challenger's bundle, two batches, and the champion's records of
+    them with no challenger at all."""
     store = ModelStore(tmp_path / "models")
     v1 = quick_bundle(store, seed=1, n=1500, ntrees=30, epochs=1)
     v2 = quick_bundle(store, seed=2, n=1500, ntrees=30, epochs=1, set_current=False)
     champion = load_verified(v1.path, v1.manifest_sha256, 1)
-    batches: list[list[bytes | None]] = [[orjson.dumps(r) for r in TrafficSimulator(seed=s, bot_share=0.2).records(200)] for s in (7, 8)]
-    expected = [champion_records(values, champion) for values in batches]  # no challenger at all
+    batches: list[list[bytes | None]] = [[orjson.dumps(r) for r in TrafficSimulator(seed=s, bot_share=0.2).records(200)]
+                                         for s in (7, 8)]
+    return store, v2, champion, batches, [champion_records(values, champion) for values in batches]
 
+
+def test_a_challenger_that_raises_is_dropped_and_the_champions_batches_are_unchanged_and_undelayed(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, v2, champion, batches, expected = bundles_and_batches(tmp_path)
     holder = ShadowHolder(store, "default")
     pool = CountingPool()
     dropped_before = _dropped("scoring")
@@ -106,12 +113,7 @@ def test_a_challenger_that_raises_is_dropped_and_the_champions_batches_are_uncha
 
 def test_a_challenger_that_hangs_is_dropped_at_its_deadline_and_never_holds_the_scoring_thread(
         tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = ModelStore(tmp_path / "models")
-    v1 = quick_bundle(store, seed=1, n=1500, ntrees=30, epochs=1)
-    v2 = quick_bundle(store, seed=2, n=1500, ntrees=30, epochs=1, set_current=False)
-    champion = load_verified(v1.path, v1.manifest_sha256, 1)
-    batches: list[list[bytes | None]] = [[orjson.dumps(r) for r in TrafficSimulator(seed=s, bot_share=0.2).records(200)] for s in (7, 8)]
-    expected = [champion_records(values, champion) for values in batches]
+    store, v2, champion, batches, expected = bundles_and_batches(tmp_path)
     holder = ShadowHolder(store, "default")
     pool = CountingPool()
     release = threading.Event()
