@@ -521,7 +521,36 @@ def _validate_combination(c: Any, m: dict[str, Any], bad: Any) -> None:
                       "(non-decreasing, inside (0, 1)) lists of finite numbers")
 
 
-def map_verified(path: Path, expected_sha256: str) -> mmap.mmap:
+#: Bytes hashed between two pauses of a paced hash (:func:`paced_sha256`): ~1 ms of CPU here.
+HASH_CHUNK_BYTES = 1 << 20
+
+
+def paced_sha256(data: bytes | mmap.mmap | memoryview, pause_s: float = 0.0) -> str:
+    """The sha256 (hex) of ``data``; with ``pause_s`` > 0, hashed :data:`HASH_CHUNK_BYTES` at a
+    time with a sleep of ``pause_s`` after each chunk but the last.
+
+    Why: a replica's hot reload hashes ~48 MB (the isotree file its compiled evaluator never
+    parses, and the compact forest), ~46 ms of a core at full speed. Every replica reads the
+    same control message and reloads at the same moment, so on a box of 2 cores shared with the
+    replicas' own pipelines and the broker, unpaced hashes took the cores from the pipelines:
+    the longest gap between score arrivals of a reload window began at the publish, before any
+    swap (HR's probe, 2026-12-01). Paced, the hash uses at most about half a core, so a batch
+    waiting for a core finds one; the reload takes ~50 ms longer."""
+    if pause_s <= 0 or len(data) <= HASH_CHUNK_BYTES:
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    view = memoryview(data)
+    try:
+        for start in range(0, len(view), HASH_CHUNK_BYTES):
+            if start:
+                time.sleep(pause_s)
+            digest.update(view[start:start + HASH_CHUNK_BYTES])  # releases the GIL over the chunk
+    finally:
+        view.release()
+    return digest.hexdigest()
+
+
+def map_verified(path: Path, expected_sha256: str, pause_s: float = 0.0) -> mmap.mmap:
     """Map a bundle file read-only and check the sha256 of the mapped bytes: the mapping
     returned is what the model is then built from, in place (no copy).
 
@@ -535,6 +564,8 @@ def map_verified(path: Path, expected_sha256: str) -> mmap.mmap:
     out, and a copy would, is an in-place write into that same inode after the check - by a
     writer who may already rewrite the store, which nothing in this product does. Against such
     a writer the smoke check of the load (recorded scores) is the remaining line.
+
+    ``pause_s``: the hash is paced (:func:`paced_sha256`).
 
     :raises BundleError: missing, not a regular file, empty, too large, or a different sha256."""
     try:
@@ -550,18 +581,22 @@ def map_verified(path: Path, expected_sha256: str) -> mmap.mmap:
         mapped = mmap.mmap(fd, info.st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
-    actual = hashlib.sha256(mapped).hexdigest()  # hashlib releases the GIL over large buffers
+    try:
+        actual = paced_sha256(mapped, pause_s)  # hashlib releases the GIL over large buffers
+    except BaseException:
+        mapped.close()
+        raise
     if actual != expected_sha256:
         mapped.close()
         raise BundleError(f"{path.parent}: sha256 of {path.name} is {actual[:12]}…, manifest says {expected_sha256[:12]}…")
     return mapped
 
 
-def _verify_unparsed(path: Path, digests: Mapping[str, str]) -> int:
+def _verify_unparsed(path: Path, digests: Mapping[str, str], pause_s: float = 0.0) -> int:
     """Check the sha256 of files no model is built from; return their total size."""
     size = 0
     for name, expected in digests.items():
-        with contextlib.closing(map_verified(path / name, expected)) as mapped:
+        with contextlib.closing(map_verified(path / name, expected, pause_s)) as mapped:
             size += len(mapped)
     return size
 
@@ -634,7 +669,8 @@ def build_ensemble(manifest: dict[str, Any], files: Mapping[str, Any], *, nthrea
 
 
 def load_bundle(path: Path, *, expected_manifest_sha256: str | None = None, nthreads: int = 1,
-                eif_evaluator: str = "compiled", ae_evaluator: str = "compiled") -> LoadedBundle:
+                eif_evaluator: str = "compiled", ae_evaluator: str = "compiled",
+                hash_pause_s: float = 0.0) -> LoadedBundle:
     """Verify, then load a bundle. Raises :class:`BundleError` with the reason on any problem.
 
     The manifest is read once and checked (against ``expected_manifest_sha256`` when given);
@@ -646,17 +682,24 @@ def load_bundle(path: Path, *, expected_manifest_sha256: str | None = None, nthr
     ``ae_evaluator='compiled'`` does the same for the autoencoder's weights (torch otherwise).
     With those settings, a member that has a compact file is built from it, mapped
     (:func:`map_verified`), without isotree's parser or torch; its portable file is then only
-    hashed. A compact file of a version this reader does not know falls back to the portable file."""
+    hashed. A compact file of a version this reader does not know falls back to the portable file.
+
+    ``hash_pause_s`` > 0 (a replica's reload, :mod:`stream_scorer.model_holder`): the mapped files
+    are hashed paced (:func:`paced_sha256`) and the unparsed ones on this thread, after the others,
+    so that a load takes at most about half a core instead of two busy threads."""
     path = Path(path)
     manifest, digest, manifest_size = _read_manifest_sized(path, expected_manifest_sha256)
     plan = compact_plan(manifest, eif_evaluator=eif_evaluator, ae_evaluator=ae_evaluator)
     portable = {REGISTRY[member].FILENAME: manifest["files"][REGISTRY[member].FILENAME] for member in plan}
     parsed = {"files": {name: sha for name, sha in manifest["files"].items() if name not in portable}}
     # The unparsed portable files (isotree's 28-38 MB) are hashed on a second thread meanwhile
-    # (hashlib releases the GIL); the bundle is refused unless they match too.
+    # (hashlib releases the GIL), or paced on this one after the others; the bundle is refused
+    # unless they match too.
+    paced = hash_pause_s > 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ja4-verify") as pool:
-        unparsed = pool.submit(_verify_unparsed, path, portable)
-        mapped = {member: map_verified(path / name, manifest["compact_files"][name]) for member, name in plan.items()}
+        unparsed = pool.submit(_verify_unparsed, path, {} if paced else portable)
+        mapped = {member: map_verified(path / name, manifest["compact_files"][name], hash_pause_s)
+                  for member, name in plan.items()}
         try:
             files = read_verified(path, parsed)
             ensemble = build_ensemble(manifest, files, nthreads=nthreads, eif_evaluator=eif_evaluator,
@@ -668,6 +711,8 @@ def load_bundle(path: Path, *, expected_manifest_sha256: str | None = None, nthr
             ensemble = build_ensemble(manifest, files, nthreads=nthreads, eif_evaluator=eif_evaluator,
                                       ae_evaluator=ae_evaluator)
         unparsed_size = unparsed.result()
+        if paced and mapped:  # (the fallback read them whole); a failure above (a bad file) leaves the mappings to the garbage collector, as before
+            unparsed_size = _verify_unparsed(path, portable, hash_pause_s)
     size = (sum(len(data) for data in files.values()) + manifest_size + sum(len(m) for m in mapped.values())
             + (unparsed_size if mapped else 0))
     return LoadedBundle(model=str(manifest.get("model_name", path.parent.name)),

@@ -74,11 +74,18 @@ TRIM_AFTER_S = 5.0
 # (``trim_heap``: :func:`stream_scorer.heap.trim_heap`, re-exported here for bench/).
 
 
+#: Pause after each MiB a replica's load hashes (:func:`ja4_core.bundle.paced_sha256`): every
+#: replica reloads at the same moment, and unpaced hashes took the box's cores from the
+#: pipelines (the longest score gaps of a reload began at the publish, before the swap).
+RELOAD_HASH_PAUSE_S = 0.001
+
+
 def load_verified(path: Path, manifest_sha256: str | None, nthreads: int,
                   eif_evaluator: str = "compiled", ae_evaluator: str = "compiled") -> LoadedBundle:
-    """Blocking: verify checksums, load every member, smoke-score. Runs in a thread."""
+    """Blocking: verify checksums (paced), load every member, smoke-score. Runs in a thread."""
     bundle = load_bundle(path, expected_manifest_sha256=manifest_sha256, nthreads=nthreads,
-                         eif_evaluator=eif_evaluator, ae_evaluator=ae_evaluator)
+                         eif_evaluator=eif_evaluator, ae_evaluator=ae_evaluator,
+                         hash_pause_s=RELOAD_HASH_PAUSE_S)
     smoke_check(bundle)
     return bundle
 
