@@ -114,7 +114,10 @@ def test_replay_and_future_dated_messages_change_nothing(kafka_bootstrap, unique
         info = wait_seen(running, 6)
         assert info["active"]["model_version"] == v2.version, info
         assert info["outcomes"].get("refused:future") == 1, info
-        send(kafka_bootstrap, topic, activate(v1, rollback=True))  # the next good message still applies
+        # The next good message still applies: dated after the latest accepted one (v2 at now + 3 s;
+        # the test may get here sooner than 3 s after ``now``).
+        send(kafka_bootstrap, topic, activate(v1, rollback=True, issued_at=max(datetime.now(timezone.utc),
+                                                                               now + timedelta(seconds=4))))
         wait_for(running, v1.version)
         # A replica that starts now ends on the version the running one serves.
         restarted.start()
