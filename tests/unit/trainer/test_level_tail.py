@@ -7,18 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ja4_core.features import DEFAULT_FEATURES, LEVEL_QUANTILES
+from ja4_core.features import LEVEL_QUANTILES
 from ja4_dev.simulator import TrafficSimulator
-from trainer.fit import FitConfig, fit_ensemble
-
-SMALL = FitConfig(eif_ntrees=20, ae_epochs=2, nthreads=1)
-FEATURES = tuple(DEFAULT_FEATURES)
-
-
-def _matrix(sim: TrafficSimulator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    recs = sim.records(n)
-    return (np.array([[r.get(f, np.nan) for f in FEATURES] for r in recs], dtype=np.float64),
-            np.array([r["label"] != "human" for r in recs], dtype=int))
+from tests.unit.trainer.test_levels import FEATURES, SMALL, _matrix
+from trainer.fit import fit_ensemble
 
 
 def test_with_labels_the_manifest_says_how_much_human_weight_and_how_many_labelled_humans_each_level_rests_on():
