@@ -62,6 +62,20 @@ def test_compiled_gives_isotrees_scores(ntrees, sample_size, ndim, cols) -> None
     assert compiled.predict(Xt[:0]).shape == (0,)
 
 
+@pytest.mark.parametrize("rows", [1, 7, 8, 9, 127, 128, 129, 300])
+def test_compiled_score_of_a_row_does_not_depend_on_its_batch(rows) -> None:
+    """Rows step through a tree several at a time (``_LANES``); a row's score must be the one it
+    gets alone, whatever its batch-mates, their count or its position among them (bit for bit)."""
+    m, Xt = _forest_with_missing_rows()
+    compiled = CompiledEIF.from_model(m, 6)
+    alone = np.array([compiled.predict(Xt[i:i + 1])[0] for i in range(rows)])
+    batch = compiled.predict(Xt[:rows])
+    assert np.array_equal(batch, alone)
+    if rows > 3:  # the same rows three places earlier: each in another lane
+        assert np.array_equal(compiled.predict(Xt[3:rows]), batch[3:])
+    assert np.max(np.abs(batch - m.predict(Xt[:rows]))) <= 1e-9
+
+
 def test_compiled_takes_the_fill_value_for_missing_terms() -> None:
     m, Xt = _forest_with_missing_rows()
     assert np.max(np.abs(CompiledEIF.from_model(m, 6).predict(Xt) - m.predict(Xt))) <= 1e-9

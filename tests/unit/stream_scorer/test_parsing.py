@@ -100,6 +100,19 @@ def test_window_start_as_epoch_seconds_is_accepted(epoch):
     assert out.rejects == [] and out.records[0]["window_start"] == epoch
 
 
+def test_window_start_checks_remembered_in_a_batch_give_each_record_its_own_outcome():
+    """The batch remembers each window_start's check (records share a few windows): a record's
+    outcome must still be the one it gets alone, whatever came before it in the batch."""
+    starts = [1, True, 1764018000, True, 1764018000, "2026-11-24T21:00:00Z", "nope", "nope", [1], [1], 1e300, 1764018000.0,
+              "2026-11-24T21:00:00Z", True, "1764018000"]
+    envelope = dumps([rec(window_start=v) for v in starts])
+    together = parse(envelope)
+    alone = [parse(dumps(rec(window_start=v))) for v in starts]
+    assert [r.reason.split(": ", 1)[1] for r in together.rejects] == [a.rejects[0].reason for a in alone if a.rejects]
+    assert [r.record_index for r in together.rejects] == [i for i, a in enumerate(alone) if a.rejects]
+    assert together.records == [a.records[0] for a in alone if not a.rejects]
+
+
 # --- feature values: the imputation policy ---------------------------------------------------
 
 @pytest.mark.parametrize("value, expected", [
