@@ -28,8 +28,8 @@ Feature values follow the product's one missing-value rule,
 too): a JSON number or boolean (0/1) that is finite as a double is used; anything else --
 missing, ``null``, any string (numeric strings too, e.g. ``"1.5"``: the contract says
 "non-numeric"), arrays, objects, NaN, infinities, integers beyond a double -- is missing and
-imputed. The hot loop is one list comprehension per record; the batch's cells become a matrix
-in one vectorised call (:func:`ja4_core.features.feature_matrix`).
+imputed. The hot loop is one ``map`` of the record's ``get`` over the feature names per record;
+the batch's cells become a matrix in one vectorised call (:func:`ja4_core.features.feature_matrix`).
 """
 
 from __future__ import annotations
