@@ -529,11 +529,12 @@ class Demo:
                 self.say(f"      the live reader lacks {len(missing)} score(s); reading the scores topic again")
                 reader.stop_event.set()
                 reader.join(10)
-                again = read_again(bootstrap, self.settings.topic_scores)
-                for key in missing & set(again.scores):
-                    reader.scores[key] = again.scores[key]
-                    reader.received += len(again.scores[key])
-                read_again_n = len(missing & set(again.scores))
+                again = read_again(bootstrap, self.settings.topic_scores).scores
+                found = missing & again.keys()
+                for key in found:
+                    reader.scores[key] = again[key]
+                    reader.received += len(again[key])
+                read_again_n = len(found)
             served = {r.name: _metric_sum(r.url, "ja4_records_scored_total") for r in replicas}  # type: ignore[attr-defined]
             versions = self._versions(replicas)
             self._wait_sink_idle(sink_port)
