@@ -157,10 +157,10 @@ def test_the_processes_do_not_import_each_other_and_the_core_imports_neither(gra
 # --- importing has no side effects ------------------------------------------------------------
 
 _IMPORT_ALL = r"""
-import importlib, json, os, sys
+import gc, importlib, json, os, sys
 import torch
 
-threads, interval = torch.get_num_threads(), sys.getswitchinterval()
+threads, interval, collector = torch.get_num_threads(), sys.getswitchinterval(), gc.get_threshold()
 os.environ["SCORER_THREADS"] = str(threads + 1)  # a worker start would set torch to this
 failed = {}
 for name in json.loads(sys.argv[1]):
@@ -170,6 +170,7 @@ for name in json.loads(sys.argv[1]):
         failed[name] = f"{type(exc).__name__}: {exc}"
 print(json.dumps({"failed": failed, "threads": [threads, torch.get_num_threads()],
                   "interval": [interval, sys.getswitchinterval()],
+                  "gc": [collector, gc.get_threshold(), gc.get_freeze_count()],
                   "files": sorted(str(p) for p in __import__("pathlib").Path(".").rglob("*"))}))
 """
 
@@ -189,6 +190,7 @@ def test_importing_any_product_module_has_no_side_effect(tmp_path, bad) -> None:
     assert report["files"] == [], "importing created files in the working directory"
     assert report["interval"][0] == report["interval"][1], "importing changed sys.getswitchinterval()"
     assert report["threads"][0] == report["threads"][1], "importing changed torch's threads"
+    assert report["gc"][0] == report["gc"][1] and report["gc"][2] == 0, "importing tuned the garbage collector"
 
 
 # --- --help: own options first, own process's settings only ------------------------------------
