@@ -339,6 +339,36 @@ class Counter:
             pass
 
 
+def keys_in_topic(bootstrap: str, topic: str, prefix: bytes, timeout_s: float = 60.0) -> set[bytes]:
+    """The keys starting with ``prefix`` that ``topic`` holds, read once more from its start up
+    to the end offsets it has now, by a fresh consumer. Tells a record the workers never
+    produced from one a live reader missed (on the embedded Tansu a live reader once missed one
+    that the topic held)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-reread-{topic}-{time.time()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
+        done = {p for p, end in ends.items() if end <= 0}
+        keys: set[bytes] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(ends) and time.monotonic() < deadline:
+            for m in consumer.consume(5000, 0.5):
+                if m.error() is not None:
+                    continue
+                key = m.key()
+                if key and key.startswith(prefix):
+                    keys.add(key)
+                if m.offset() >= ends[m.partition()] - 1:
+                    done.add(m.partition())
+        return keys
+    finally:
+        consumer.close()
+
+
 def records_messages(records: list[dict[str, Any]], per_message: int, key_prefix: str = "") -> list[tuple[bytes, bytes]]:
     """Messages holding ``per_message`` records each (1 = one JSON object per message)."""
     out = []

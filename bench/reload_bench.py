@@ -22,7 +22,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from bench.common import log, percentile, records_messages
+from bench.common import keys_in_topic, log, percentile, records_messages
 from bench.scorer_bench import RELOAD_DRAIN_S, Session, _active_versions, _max_gap, _open_loop, _publish
 
 #: How often the bench asks each replica's ``/model`` during a window (5/s, not 50/s).
@@ -114,6 +114,9 @@ def reloads(s: Session, records: list[dict], versions: list, n_reloads: int, str
             break
         time.sleep(0.5)
     drained_s = time.monotonic() - stream_end
+    reread: int | None = None
+    if len(keys) < len(sent):  # the live reader's miss, or the workers'? The topic tells.
+        reread = len(keys | keys_in_topic(s.bootstrap, s.env["TOPIC_SCORES"], b"rl-"))
     # When the workers produced each score (the record's timestamp, set by the worker's producer,
     # ms resolution), not when this process read it: a pause of this process (its garbage
     # collector walking ~700,000 kept arrivals took up to ~0.5 s) would otherwise read as a gap
@@ -139,8 +142,11 @@ def reloads(s: Session, records: list[dict], versions: list, n_reloads: int, str
                            "quiet_max_gaps_s": each(quiet), "reload_max_gaps_s": each(loud),
                            "by_arrival": {"quiet_max_gaps_s": each(quiet, arr), "reload_max_gaps_s": each(loud, arr)}},
            "records_sent": len(sent), "records_scored_unique": len(keys),
+           # None: the live reader saw them all; else what the scores topic holds, read again
+           "records_scored_unique_reread": reread,
            "backlog_drained_after_stream_s": drained_s if len(keys) >= len(sent) else None}
     log(f"  reloads: median {res['to_all_replicas_median_s']} max {res['to_all_replicas_max_s']} s; gap "
         f"{res['max_gap_without_reloads_s']} -> {res['max_gap_during_reloads_s']} s (equal windows, same polling); "
-        f"{res['records_scored_unique']}/{res['records_sent']} scored")
+        f"{res['records_scored_unique']}/{res['records_sent']} scored"
+        + (f" ({reread} in the scores topic, read again)" if reread is not None else ""))
     return res

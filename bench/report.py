@@ -168,7 +168,9 @@ def render_table(res: dict) -> str:
             L.append(f"longest gap between score arrivals: {_f(rl['max_gap_without_reloads_s'], 3)} s without reloads, "
                      f"{_f(rl['max_gap_during_reloads_s'], 3)} s during reloads; scored {rl['records_scored_unique']}/{rl['records_sent']}"
                      + (f" (the backlog drained {rl['backlog_drained_after_stream_s']:.0f} s after the stream ended)"
-                        if rl.get("backlog_drained_after_stream_s") else ""))
+                        if rl.get("backlog_drained_after_stream_s") else "")
+                     + (f"; the scores topic, read again, holds {rl['records_scored_unique_reread']}"
+                        if rl.get("records_scored_unique_reread") is not None else ""))
         if rm:
             L.append(f"{rm['reloads']} reloads in one worker: RSS {rm['rss_before_mb']:.0f} -> {rm['rss_after_mb']:.0f} MB "
                      f"({rm['growth_mb']:+.0f} MB)")
