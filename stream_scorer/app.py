@@ -138,8 +138,8 @@ def _collect_young_garbage_less_often(gen0: int = GC_GEN0_THRESHOLD) -> None:
     Python's default threshold the cyclic collector still ran every 700 of them and walked every
     young object of the batches in flight, holding the GIL that the scoring thread and the event
     loop wait for: a third of the Python thread's work per record (19.1 -> 12.8 us a record,
-    parse + serialise in process; a worker on envelopes of 1,000 21-22k -> 25-27k records/s, one
-    record a message 19-20k -> 23-24k, Apache Kafka). Cyclic garbage (asyncio's futures and
+    parse + serialise in process; a worker on envelopes of 1,000 20-22k -> 24-27k records/s, one
+    record a message 19-20k -> 23-25k, Apache Kafka, README issue 20's fifth pass). Cyclic garbage (asyncio's futures and
     tracebacks) is still collected, just in larger steps; what start-up built (modules, Faust, the
     kernels' code) is frozen out of the collector's walks altogether."""
     import gc
