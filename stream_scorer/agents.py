@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from typing import cast
 
 import faust
-import mode
 from faust.exceptions import AlreadyConfiguredWarning
 from faust.types import Message, StreamT, TopicT
 
@@ -81,12 +80,11 @@ dlq_topic: TopicT
 
 
 def register(parts: WorkerParts) -> None:
-    """Bind this module to a worker's parts and register its agent, task, timer and service
+    """Bind this module to a worker's parts and register its agent, task and timer
     with the app (called once by :func:`stream_scorer.app.create_app`)."""
     global app, settings, holder, follower, features_topic, scores_topic, dlq_topic
     app, settings, holder, follower = parts.app, parts.settings, parts.holder, parts.follower
     features_topic, scores_topic, dlq_topic = parts.features_topic, parts.scores_topic, parts.dlq_topic
-    app.service(OutputProducerService)
     app.agent(features_topic)(score_features)
     app.task(follow_control)
     app.timer(interval=SAMPLE_LAG_EVERY_S)(sample_consumer_lag)
@@ -174,16 +172,18 @@ def output_producer() -> OutputProducer:
 OUTPUT_LINGER_MS = 2
 
 
-class OutputProducerService(mode.Service):
-    """Flushes and closes the output producer when the worker stops."""
-
-    async def on_stop(self) -> None:
-        global _OUTPUT
-        if _OUTPUT is not None:
-            left = await asyncio.get_running_loop().run_in_executor(None, _OUTPUT.close)
-            if left:
-                log.warning("output producer closed with %d records undelivered (their inputs were not acked)", left)
-            _OUTPUT = None
+async def close_output_producer() -> None:
+    """Flush and close the output producer once the agent has finished its batches (called
+    by its stop): what the drain sent is confirmed before the consumer's final commit, and no
+    record of the drain needs a producer of its own. (Faust stops the app's services before
+    its agents, so a service closed it too early: the drain's batches then opened a second
+    producer, a new connection at stop.)"""
+    global _OUTPUT
+    out, _OUTPUT = _OUTPUT, None
+    if out is not None:
+        left = await asyncio.get_running_loop().run_in_executor(None, out.close)
+        if left:
+            log.warning("output producer closed with %d records undelivered (their inputs were not acked)", left)
 
 
 #: Two threads per worker. The scoring thread runs the models (the EIF and autoencoder
@@ -524,6 +524,7 @@ async def score_features(stream: StreamT) -> None:
         if not done:
             log.warning("stopping with %d read messages not scored: they stay unacked and are read again", len(batcher))
             runner.cancel()
+        await asyncio.shield(close_output_producer())
 
 
 def features_inbox() -> BulkInbox:
