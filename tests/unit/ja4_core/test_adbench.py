@@ -2,9 +2,12 @@
 
 ADBench protocol as in the contract's reference table: fit on all of X, score all of X, ROC AUC.
 The EIF goes through the product path (``EIFDetector`` in an ``Ensemble`` without autoencoder,
-``write_bundle``, ``load_bundle``, ``Ensemble.score``) and must give the same ROC AUC to 3 decimals
-as ``isotree.IsolationForest`` with the same settings and seed; both must be near the contract's
-reference (mean of 3 seeds; one seed here, so a loose tolerance).
+``write_bundle``, ``load_bundle``, ``Ensemble.score``) and must give the scores (to 1e-9) and so the
+ROC AUC of ``isotree.IsolationForest`` fitted directly with the same settings and seed; its ROC AUC
+on all rows must be near the contract's reference (mean of 3 seeds; one seed here, so a loose
+tolerance). isotree's own ``predict`` is compared on at most :data:`DIRECT_ROWS` random rows: on
+16_http's 567,498 it alone took ~2 minutes (the product's evaluator 7 s), and two forests that
+give the same scores on 20,000 rows drawn at random are the same forest.
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ DATA_DIR = Path("/work/shared/data/adbench")
 SETTINGS = dict(ntrees=300, ndim=3, sample_size="auto", missing_action="impute")
 SEED = 1
 THREADS = 2  # isotree's results do not depend on the thread count; only the speed does
+#: Rows isotree's own ``predict`` scores at most (drawn at random; see the module docstring).
+DIRECT_ROWS = 20_000
 
 #: Contract reference table, "EIF original" column (mean of 3 seeds).
 CASES = [
     pytest.param("6_cardio", 0.9261, id="6_cardio"),
     # 49,097 rows: ~20 s on an idle 2-core machine, minutes under load; run with the slow set.
     pytest.param("32_shuttle", 0.9937, id="32_shuttle", marks=pytest.mark.slow),
-    # 567,498 rows: two fits and two predictions of the deep original forest take minutes.
-    pytest.param("16_http", 0.9932, id="16_http", marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
+    # 567,498 rows: two fits of the deep original forest and the bundle's scores, ~20 s.
+    pytest.param("16_http", 0.9932, id="16_http", marks=[pytest.mark.slow, pytest.mark.timeout(1800)]),
 ]
 
 
@@ -49,7 +54,8 @@ def test_bundle_eif_ranks_like_isotree_directly(name, reference, tmp_path):
     X, y = load(name)
     assert set(np.unique(y)) == {0, 1}
 
-    direct = IsolationForest(**SETTINGS, random_seed=SEED, nthreads=THREADS).fit(X).predict(X)
+    rows = np.sort(np.random.default_rng(SEED).choice(len(X), min(len(X), DIRECT_ROWS), replace=False))
+    direct = IsolationForest(**SETTINGS, random_seed=SEED, nthreads=THREADS).fit(X).predict(X[rows])
 
     det = EIFDetector(**SETTINGS, random_seed=SEED, nthreads=THREADS).fit(X)
     features = tuple(f"x{j}" for j in range(X.shape[1]))
@@ -65,8 +71,9 @@ def test_bundle_eif_ranks_like_isotree_directly(name, reference, tmp_path):
     np.testing.assert_array_equal(batch.anomaly, batch.eif)  # the EIF alone is the score
 
     auc_bundle = roc_auc_score(y, batch.anomaly)
-    auc_direct = roc_auc_score(y, direct)
-    print(f"\nADBench {name} {X.shape}: ROC AUC bundle EIF {auc_bundle:.4f}, isotree direct {auc_direct:.4f}, "
-          f"contract reference {reference:.4f}, max |score diff| {np.max(np.abs(batch.anomaly - direct)):.2e}")
-    assert abs(auc_bundle - auc_direct) < 5e-4, "the bundle's EIF ranks differently from isotree"
+    diff = float(np.max(np.abs(batch.anomaly[rows] - direct)))
+    print(f"\nADBench {name} {X.shape}: ROC AUC bundle EIF {auc_bundle:.4f} (on isotree's {len(rows)} rows "
+          f"{roc_auc_score(y[rows], batch.anomaly[rows]):.4f}, isotree direct {roc_auc_score(y[rows], direct):.4f}), "
+          f"contract reference {reference:.4f}, max |score diff| {diff:.2e}")
+    assert diff <= 1e-9, "the bundle's EIF scores differently from isotree"
     assert abs(auc_bundle - reference) < 0.01
