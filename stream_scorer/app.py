@@ -23,6 +23,7 @@ import faust
 from faust.types import TransportT
 
 from ja4_core.bundle import ModelStore
+from ja4_core.gc_steps import collect_in_larger_steps, freeze_heap
 from ja4_core.settings import Settings, get_settings
 from stream_scorer import agents, drift_watch, heap, views
 from stream_scorer.bulk_consumer import BulkTransport
@@ -127,26 +128,18 @@ def _shorten_gil_switch_interval(seconds: float = 0.0005) -> None:
     sys.setswitchinterval(seconds)
 
 
-#: Allocations (net, of objects the cyclic collector tracks) between two collections of its youngest
-#: generation in a worker; Python's default is 700.
-GC_GEN0_THRESHOLD = 100_000
-
-
-def _collect_young_garbage_less_often(gen0: int = GC_GEN0_THRESHOLD) -> None:
+def _collect_young_garbage_less_often() -> None:
     """A batch of 2,000 records makes tens of thousands of dicts and lists (the JSON, the rows,
     the score records), nearly all freed by reference counting when the batch is done; with
     Python's default threshold the cyclic collector still ran every 700 of them and walked every
     young object of the batches in flight, holding the GIL that the scoring thread and the event
     loop wait for: a third of the Python thread's work per record (19.1 -> 12.8 us a record,
     parse + serialise in process; a worker on envelopes of 1,000 20-22k -> 24-27k records/s, one
-    record a message 19-20k -> 23-25k, Apache Kafka, README issue 20's fifth pass). Cyclic garbage (asyncio's futures and
-    tracebacks) is still collected, just in larger steps; what start-up built (modules, Faust, the
-    kernels' code) is frozen out of the collector's walks altogether."""
-    import gc
-
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(gen0, gen1, gen2)
+    record a message 19-20k -> 23-25k, Apache Kafka, README issue 20's fifth pass). What start-up
+    built (modules, Faust, the kernels' code) is frozen out of the collector's walks altogether
+    (:mod:`ja4_core.gc_steps`)."""
+    collect_in_larger_steps()
+    freeze_heap()
 
 
 #: glibc ``mallopt`` parameters (malloc.h): ``M_MMAP_THRESHOLD`` and ``M_ARENA_MAX``.

@@ -1,12 +1,19 @@
 """A worker runs the cyclic garbage collector in larger steps (issue 20): a batch's tens of
 thousands of short-lived dicts and lists no longer set off a collection every 700, what start-up
-built is frozen out of the collector's walks, and cyclic garbage is still collected."""
+built is frozen out of the collector's walks, and cyclic garbage is still collected. Both CLIs'
+process entries do the same and freeze the heap before the interpreter's teardown
+(``ja4_core/gc_steps.py`` says what that saved)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import tomllib
+
+import pytest
+
+from tests.helpers import REPO
 
 PROBE = """
 import gc, json, sys, weakref
@@ -44,3 +51,22 @@ def test_a_batch_sets_off_no_young_collection_and_cycles_are_still_collected() -
     assert tuned["frozen"] > 1000 and default["frozen"] == 0, (default, tuned)
     assert tuned["cycle_collected"] and default["cycle_collected"], (default, tuned)
     assert tuned["threshold"][1:] == default["threshold"][1:], "older generations keep Python's thresholds"
+
+
+EXIT_PROBE = """
+import atexit, gc, sys
+atexit.register(lambda: print("GC", gc.get_threshold()[0], gc.get_freeze_count() > 0, flush=True))
+import {module} as cli
+sys.argv = [sys.argv[0], "--help"]
+cli.run()
+"""
+
+
+@pytest.mark.parametrize("module", ["trainer.cli", "stream_scorer.cli"])
+def test_each_cli_process_collects_in_larger_steps_and_exits_with_its_heap_frozen(module: str) -> None:
+    out = subprocess.run([sys.executable, "-c", EXIT_PROBE.format(module=module)], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "GC 100000 True" in out.stdout, out.stdout[-2000:]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert f"{module}:run" in scripts.values(), "the console script is the process entry"
