@@ -21,7 +21,7 @@ import orjson
 
 from ja4_core.errors import ConfigError, Ja4StreamError
 from ja4_core.features import csv_cell
-from ja4_core.gc_steps import collect_in_larger_steps, freeze_heap
+from ja4_core.gc_steps import run_process
 from ja4_core.logs import redact
 from ja4_core.settings import SINK, WORKER, Settings, add_setting_flags, load_settings, use_settings
 from stream_scorer.faust_worker import setup_logging
@@ -295,12 +295,7 @@ def run() -> None:
     """The process entry (the ``stream-scorer`` script, ``python -m stream_scorer.cli``): :func:`main`
     with the collector in larger steps, and the heap frozen before the interpreter's teardown
     (:mod:`ja4_core.gc_steps`; a worker also freezes what its start-up built)."""
-    collect_in_larger_steps()
-    try:
-        code = main()
-    finally:
-        freeze_heap()
-    sys.exit(code)
+    run_process(main)
 
 
 if __name__ == "__main__":

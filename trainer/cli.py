@@ -36,7 +36,7 @@ import numpy as np
 from ja4_core.bundle import read_manifest
 from ja4_core.errors import ConfigError, Ja4StreamError
 from ja4_core.features import DEFAULT_FEATURES, csv_cell
-from ja4_core.gc_steps import collect_in_larger_steps, freeze_heap
+from ja4_core.gc_steps import run_process
 from ja4_core.logs import configure_logging, mask_url, redact
 from ja4_core.settings import TRAINER, Settings, add_setting_flags, load_settings
 
@@ -383,12 +383,7 @@ def run() -> None:
     """The process entry (the ``stream-trainer`` script, ``python -m trainer.cli``): :func:`main`
     with the collector in larger steps, and the heap frozen before the interpreter's teardown
     (:mod:`ja4_core.gc_steps`: a training run 39-74 s -> 23-39 s from start to exit here)."""
-    collect_in_larger_steps()
-    try:
-        code = main()
-    finally:
-        freeze_heap()
-    sys.exit(code)
+    run_process(main)
 
 
 if __name__ == "__main__":
