@@ -105,7 +105,7 @@ class BulkConsumer(faust_aiokafka.Consumer):
 
         The batches in flight go on meanwhile, so a batch may be acked while a commit awaits the
         broker: that commit does not hold it, and Faust would drop it (the rebalance test saw 50
-        duplicates in one CI run, and duplicates in 3 of 24 runs here; 0 of 24 with this). So the
+        duplicates in one CI run, and duplicates in 3 of 24 runs here; 0 of 24 with the repeat). So the
         commit is repeated until none arrived during the one before, as long as each commit
         succeeds within :data:`REVOKE_COMMIT_BUDGET_S` (else as before: one commit); from that
         check to Faust's drop nothing awaits (``tests/unit/stream_scorer/test_revoke_commit.py``)."""
